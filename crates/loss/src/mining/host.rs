@@ -1,0 +1,555 @@
+//! Exact mining on the host, over a distance matrix read back from the device.
+//!
+//! Every routine is `O(B² log K)` time (K = largest class in the batch) and `O(B²)` memory,
+//! except soft-margin batch-all, which is `O(Σₐ |P(a)|·|N(a)|)` = `O(B²·K)` time because
+//! softplus has no prefix-sum shortcut. None ever builds a `B×B×B` array.
+//!
+//! The trick shared by semi-hard and batch-all: per anchor, sort its few positives (K − 1 of
+//! them in a P×K batch), then drop each negative into the bucket of sorted positives it falls
+//! after (a binary search). Per-bucket minima give the semi-hard negative of every positive
+//! (a suffix minimum); per-bucket counts and sums give the batch-all hinge of every positive
+//! (a prefix sum), and the count of active triplets each negative takes part in.
+//!
+//! Ties: the hardest positive, the hardest negative and the semi-hard negative are the lowest
+//! index among equal distances. "Beyond the positive" is strict (`d_an > d_ap`), and a triplet
+//! is active when its loss is `> 0`, as in pytorch-metric-learning.
+
+use std::collections::HashMap;
+
+/// Class structure of a batch: dense class ids and the members of each class.
+pub(crate) struct Classes {
+    /// Dense class id of each sample.
+    pub id: Vec<u32>,
+    /// Sample indices of each class, ascending.
+    pub members: Vec<Vec<u32>>,
+}
+
+impl Classes {
+    pub fn new(labels: &[i64]) -> Self {
+        let mut dense: HashMap<i64, u32> = HashMap::new();
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let id = labels
+            .iter()
+            .enumerate()
+            .map(|(i, label)| {
+                let next = members.len() as u32;
+                let c = *dense.entry(*label).or_insert(next);
+                if c == next {
+                    members.push(Vec::new());
+                }
+                members[c as usize].push(i as u32);
+                c
+            })
+            .collect();
+        Self { id, members }
+    }
+
+    fn len(&self) -> usize {
+        self.id.len()
+    }
+
+    /// Positives of anchor `a`: its class without itself.
+    fn positives(&self, a: usize) -> impl Iterator<Item = usize> + '_ {
+        self.members[self.id[a] as usize]
+            .iter()
+            .map(|&p| p as usize)
+            .filter(move |&p| p != a)
+    }
+
+    fn num_positives(&self, a: usize) -> usize {
+        self.members[self.id[a] as usize].len() - 1
+    }
+
+    fn num_negatives(&self, a: usize) -> usize {
+        self.len() - self.members[self.id[a] as usize].len()
+    }
+}
+
+/// Mined triplets as parallel index vectors, ordered by anchor, then positive index.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct IndexTriplets {
+    pub anchor: Vec<i64>,
+    pub positive: Vec<i64>,
+    pub negative: Vec<i64>,
+}
+
+impl IndexTriplets {
+    fn push(&mut self, a: usize, p: usize, n: usize) {
+        self.anchor.push(a as i64);
+        self.positive.push(p as i64);
+        self.negative.push(n as i64);
+    }
+
+    fn append(&mut self, mut other: IndexTriplets) {
+        self.anchor.append(&mut other.anchor);
+        self.positive.append(&mut other.positive);
+        self.negative.append(&mut other.negative);
+    }
+
+    pub fn len(&self) -> usize {
+        self.anchor.len()
+    }
+}
+
+/// Runs `f` over contiguous ranges of anchors on all cores and concatenates the results in
+/// anchor order. `f` also gets the matching rows of `rows` (`row_len` values per anchor).
+fn par_anchors<T: Send, R: Send>(
+    num_anchors: usize,
+    rows: &mut [R],
+    row_len: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [R]) -> T + Sync,
+) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Small batches are not worth a thread.
+    let threads = threads.min(num_anchors / 128).max(1);
+    let chunk = num_anchors.div_ceil(threads);
+    if threads == 1 {
+        return vec![f(0..num_anchors, rows)];
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(threads);
+        let mut rest = rows;
+        for start in (0..num_anchors).step_by(chunk) {
+            let end = (start + chunk).min(num_anchors);
+            let take = if row_len == 0 {
+                0
+            } else {
+                (end - start) * row_len
+            };
+            let (mine, tail) = rest.split_at_mut(take);
+            rest = tail;
+            handles.push(scope.spawn(move || f(start..end, mine)));
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("mining worker panicked"))
+            .collect()
+    })
+}
+
+/// Batch-hard (Hermans et al. 2017): per anchor with a positive and a negative, the farthest
+/// positive and the nearest negative.
+pub(crate) fn hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
+    let b = classes.len();
+    let parts = par_anchors(b, &mut [] as &mut [u8], 0, |anchors, _| {
+        let mut out = IndexTriplets::default();
+        for a in anchors {
+            let row = &dist[a * b..(a + 1) * b];
+            let mut pos: Option<(f32, usize)> = None;
+            for p in classes.positives(a) {
+                if pos.is_none_or(|(d, _)| row[p] > d) {
+                    pos = Some((row[p], p));
+                }
+            }
+            let own = classes.id[a];
+            let mut neg: Option<(f32, usize)> = None;
+            for (n, &d) in row.iter().enumerate() {
+                if classes.id[n] != own && neg.is_none_or(|(best, _)| d < best) {
+                    neg = Some((d, n));
+                }
+            }
+            if let (Some((_, p)), Some((_, n))) = (pos, neg) {
+                out.push(a, p, n);
+            }
+        }
+        out
+    });
+    concat(parts)
+}
+
+/// Semi-hard (FaceNet; TensorFlow Addons' rule): for each positive pair `(a, p)` whose anchor
+/// has a negative, the nearest negative with `d_an > d_ap`, else the farthest negative.
+pub(crate) fn semi_hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
+    let b = classes.len();
+    let parts = par_anchors(b, &mut [] as &mut [u8], 0, |anchors, _| {
+        let mut out = IndexTriplets::default();
+        let mut pos: Vec<(f32, usize)> = Vec::new();
+        let mut bucket_min: Vec<Option<(f32, usize)>> = Vec::new();
+        let mut chosen: Vec<(usize, usize)> = Vec::new();
+        for a in anchors {
+            if classes.num_negatives(a) == 0 {
+                continue;
+            }
+            let row = &dist[a * b..(a + 1) * b];
+            sorted_positives(row, classes, a, &mut pos);
+            let m = pos.len();
+            if m == 0 {
+                continue;
+            }
+            // bucket j holds negatives beyond exactly the j nearest positives.
+            bucket_min.clear();
+            bucket_min.resize(m + 1, None);
+            let mut farthest: Option<(f32, usize)> = None;
+            let own = classes.id[a];
+            for (n, &d) in row.iter().enumerate() {
+                if classes.id[n] == own {
+                    continue;
+                }
+                let j = pos.partition_point(|&(dp, _)| dp < d);
+                if bucket_min[j].is_none_or(|(best, _)| d < best) {
+                    bucket_min[j] = Some((d, n));
+                }
+                if farthest.is_none_or(|(best, _)| d > best) {
+                    farthest = Some((d, n));
+                }
+            }
+            let farthest = farthest.expect("anchor has a negative").1;
+            // Suffix minimum: the semi-hard negative of sorted positive i lies in buckets > i.
+            chosen.clear();
+            let mut best: Option<(f32, usize)> = None;
+            for i in (0..m).rev() {
+                if let Some((d, n)) = bucket_min[i + 1] {
+                    if best.is_none_or(|(bd, bn)| d < bd || (d == bd && n < bn)) {
+                        best = Some((d, n));
+                    }
+                }
+                chosen.push((pos[i].1, best.map_or(farthest, |(_, n)| n)));
+            }
+            chosen.sort_unstable();
+            for &(p, n) in &chosen {
+                out.push(a, p, n);
+            }
+        }
+        out
+    });
+    concat(parts)
+}
+
+/// Every valid triplet `(a, p, n)`, ordered by anchor, positive, negative. Memory is
+/// proportional to their number: for inspection and small batches only.
+pub(crate) fn all(classes: &Classes) -> IndexTriplets {
+    let b = classes.len();
+    let mut out = IndexTriplets::default();
+    for a in 0..b {
+        let own = classes.id[a];
+        for p in classes.positives(a) {
+            for n in (0..b).filter(|&n| classes.id[n] != own) {
+                out.push(a, p, n);
+            }
+        }
+    }
+    out
+}
+
+/// Batch-all reduced to one weight per distance-matrix entry.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AllWeights {
+    /// `∂L/∂D` of the unreduced loss, `B×B` row-major: the number of active triplets each
+    /// `(a, p)` pair appears in (≥ 0), minus the number each `(a, n)` pair appears in. For the
+    /// soft margin, the sums of `sigmoid(d_ap − d_an)` instead of counts.
+    pub weights: Vec<f32>,
+    /// Sum of the per-triplet losses (unreduced).
+    pub loss_sum: f64,
+    pub stats: HostStats,
+}
+
+/// Statistics over mined triplets, accumulated in `f64`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct HostStats {
+    pub triplets: u64,
+    pub active: u64,
+    pub anchors_with_triplet: u64,
+    pub sum_d_ap: f64,
+    pub sum_d_an: f64,
+}
+
+impl HostStats {
+    fn merge(mut self, other: HostStats) -> HostStats {
+        self.triplets += other.triplets;
+        self.active += other.active;
+        self.anchors_with_triplet += other.anchors_with_triplet;
+        self.sum_d_ap += other.sum_d_ap;
+        self.sum_d_an += other.sum_d_an;
+        self
+    }
+
+    /// Statistics of explicit triplets.
+    pub fn of_triplets(dist: &[f32], b: usize, t: &IndexTriplets, margin: f64, soft: bool) -> Self {
+        let mut stats = HostStats {
+            triplets: t.len() as u64,
+            ..HostStats::default()
+        };
+        let mut last_anchor = None;
+        for i in 0..t.len() {
+            let (a, p, n) = (
+                t.anchor[i] as usize,
+                t.positive[i] as usize,
+                t.negative[i] as usize,
+            );
+            let (d_ap, d_an) = (dist[a * b + p] as f64, dist[a * b + n] as f64);
+            stats.sum_d_ap += d_ap;
+            stats.sum_d_an += d_an;
+            if triplet_loss(d_ap - d_an, margin, soft) > 0.0 {
+                stats.active += 1;
+            }
+            if last_anchor != Some(a) {
+                stats.anchors_with_triplet += 1;
+                last_anchor = Some(a);
+            }
+        }
+        stats
+    }
+}
+
+/// The loss of one triplet from `d_ap − d_an`.
+fn triplet_loss(diff: f64, margin: f64, soft: bool) -> f64 {
+    if soft {
+        softplus(diff)
+    } else {
+        (diff + margin).max(0.0)
+    }
+}
+
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Positives of `a` as `(d_ap, p)`, sorted by distance, then index.
+fn sorted_positives(row: &[f32], classes: &Classes, a: usize, out: &mut Vec<(f32, usize)>) {
+    out.clear();
+    out.extend(classes.positives(a).map(|p| (row[p], p)));
+    out.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+}
+
+/// Batch-all over every valid triplet, as a weight matrix: `O(B² log K)` with the hinge,
+/// `O(B²·K)` with the soft margin.
+pub(crate) fn all_weights(dist: &[f32], classes: &Classes, margin: f64, soft: bool) -> AllWeights {
+    let b = classes.len();
+    let mut weights = vec![0.0f32; b * b];
+    let parts = par_anchors(b, &mut weights, b, |anchors, w_rows| {
+        let mut loss_sum = 0.0f64;
+        let mut stats = HostStats::default();
+        let mut thresholds: Vec<(f64, usize)> = Vec::new();
+        let mut count: Vec<u64> = Vec::new();
+        let mut sum: Vec<f64> = Vec::new();
+        let first = anchors.start;
+        for a in anchors {
+            let row = &dist[a * b..(a + 1) * b];
+            let w = &mut w_rows[(a - first) * b..(a - first + 1) * b];
+            let (m, nn) = (classes.num_positives(a), classes.num_negatives(a));
+            if m == 0 || nn == 0 {
+                continue;
+            }
+            stats.triplets += (m * nn) as u64;
+            stats.anchors_with_triplet += 1;
+            let own = classes.id[a];
+            let negatives = || (0..b).filter(move |&n| classes.id[n] != own);
+            let (mut pos_sum, mut neg_sum) = (0.0f64, 0.0f64);
+            for p in classes.positives(a) {
+                pos_sum += row[p] as f64;
+            }
+            for n in negatives() {
+                neg_sum += row[n] as f64;
+            }
+            stats.sum_d_ap += pos_sum * nn as f64;
+            stats.sum_d_an += neg_sum * m as f64;
+            if soft {
+                for p in classes.positives(a) {
+                    let mut grad_p = 0.0f64;
+                    for n in negatives() {
+                        let diff = row[p] as f64 - row[n] as f64;
+                        let l = softplus(diff);
+                        loss_sum += l;
+                        if l > 0.0 {
+                            stats.active += 1;
+                        }
+                        let s = sigmoid(diff);
+                        grad_p += s;
+                        w[n] -= s as f32;
+                    }
+                    w[p] += grad_p as f32;
+                }
+                continue;
+            }
+            // Hinge: triplet (p, n) is active iff d_an < d_ap + margin =: t_p.
+            thresholds.clear();
+            thresholds.extend(classes.positives(a).map(|p| (row[p] as f64 + margin, p)));
+            thresholds.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+            count.clear();
+            count.resize(m + 1, 0);
+            sum.clear();
+            sum.resize(m + 1, 0.0);
+            for n in negatives() {
+                let d = row[n] as f64;
+                // j = number of thresholds <= d: n is active with the m - j largest ones.
+                let j = thresholds.partition_point(|&(t, _)| t <= d);
+                count[j] += 1;
+                sum[j] += d;
+                w[n] -= (m - j) as f32;
+                stats.active += (m - j) as u64;
+            }
+            // Sorted positive i is active with the negatives of buckets 0..=i.
+            let (mut c, mut s) = (0u64, 0.0f64);
+            for (i, &(t, p)) in thresholds.iter().enumerate() {
+                c += count[i];
+                s += sum[i];
+                // Σ_n (d_ap + margin − d_an) over the active negatives n.
+                loss_sum += c as f64 * t - s;
+                w[p] += c as f32;
+            }
+        }
+        (loss_sum, stats)
+    });
+    let (loss_sum, stats) = parts
+        .into_iter()
+        .fold((0.0, HostStats::default()), |(l, s), (pl, ps)| {
+            (l + pl, s.merge(ps))
+        });
+    AllWeights {
+        weights,
+        loss_sum,
+        stats,
+    }
+}
+
+fn concat(parts: Vec<IndexTriplets>) -> IndexTriplets {
+    let mut out = IndexTriplets::default();
+    for part in parts {
+        out.append(part);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The threaded, bucketed miners against O(B³) loops on batches large enough to be split
+    //! across threads (the public-API oracle tests in `tests/` use small batches).
+    use super::*;
+
+    fn lcg(state: &mut u64) -> f32 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*state >> 40) as f32) / (1u64 << 24) as f32
+    }
+
+    /// A random symmetric distance matrix with some exact ties, and labels with 7 per class.
+    fn fixture(b: usize, seed: u64) -> (Vec<f32>, Vec<i64>) {
+        let mut s = seed;
+        let mut d = vec![0.0f32; b * b];
+        for i in 0..b {
+            for j in i + 1..b {
+                let v = if lcg(&mut s) < 0.05 {
+                    0.5
+                } else {
+                    lcg(&mut s) * 2.0
+                };
+                d[i * b + j] = v;
+                d[j * b + i] = v;
+            }
+        }
+        let labels = (0..b as i64)
+            .map(|i| (i * 7919 % b as i64) / 7 - 20)
+            .collect();
+        (d, labels)
+    }
+
+    fn brute(dist: &[f32], y: &[i64], kind: &str) -> IndexTriplets {
+        let b = y.len();
+        let d = |i: usize, j: usize| dist[i * b + j];
+        let mut out = IndexTriplets::default();
+        for a in 0..b {
+            let pos: Vec<usize> = (0..b).filter(|&p| p != a && y[p] == y[a]).collect();
+            let neg: Vec<usize> = (0..b).filter(|&n| y[n] != y[a]).collect();
+            if pos.is_empty() || neg.is_empty() {
+                continue;
+            }
+            let argbest = |v: &[usize], better: &dyn Fn(f32, f32) -> bool| {
+                v.iter().copied().fold(
+                    v[0],
+                    |best, i| if better(d(a, i), d(a, best)) { i } else { best },
+                )
+            };
+            if kind == "hard" {
+                out.push(
+                    a,
+                    argbest(&pos, &|x, y| x > y),
+                    argbest(&neg, &|x, y| x < y),
+                );
+                continue;
+            }
+            for &p in &pos {
+                let beyond: Vec<usize> =
+                    neg.iter().copied().filter(|&n| d(a, n) > d(a, p)).collect();
+                let n = if beyond.is_empty() {
+                    argbest(&neg, &|x, y| x > y)
+                } else {
+                    argbest(&beyond, &|x, y| x < y)
+                };
+                out.push(a, p, n);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn threaded_miners_match_brute_force() {
+        for seed in 0..3 {
+            let (d, y) = fixture(300, seed);
+            let classes = Classes::new(&y);
+            assert_eq!(
+                semi_hard(&d, &classes),
+                brute(&d, &y, "semi"),
+                "seed {seed}"
+            );
+            assert_eq!(hard(&d, &classes), brute(&d, &y, "hard"), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn threaded_batch_all_matches_brute_force() {
+        let (d, y) = fixture(260, 11);
+        let b = y.len();
+        let classes = Classes::new(&y);
+        for (margin, soft) in [(0.2, false), (0.5, false), (0.0, true)] {
+            let got = all_weights(&d, &classes, margin, soft);
+            let mut weights = vec![0.0f64; b * b];
+            let (mut loss, mut triplets, mut active) = (0.0f64, 0u64, 0u64);
+            let every = all(&classes);
+            for i in 0..every.len() {
+                let (a, p, n) = (
+                    every.anchor[i] as usize,
+                    every.positive[i] as usize,
+                    every.negative[i] as usize,
+                );
+                let diff = d[a * b + p] as f64 - d[a * b + n] as f64;
+                let l = triplet_loss(diff, margin, soft);
+                let slope = if soft {
+                    sigmoid(diff)
+                } else if l > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                };
+                weights[a * b + p] += slope;
+                weights[a * b + n] -= slope;
+                loss += l;
+                triplets += 1;
+                active += (l > 0.0) as u64;
+            }
+            assert_eq!(got.stats.triplets, triplets);
+            assert_eq!(got.stats.active, active);
+            assert!(
+                (got.loss_sum - loss).abs() <= 1e-9 * loss.max(1.0),
+                "{} vs {loss}",
+                got.loss_sum
+            );
+            for (g, w) in got.weights.iter().zip(&weights) {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "{g} vs {w}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Online triplet mining: which `(anchor, positive, negative)` triplets of a batch the loss uses.
+//!
+//! Mining reads the detached distance matrix back to the host once (`B²` floats: a copy on CPU
+//! devices, one transfer on GPUs) and runs exact `O(B² log K)` algorithms there
+//! ([`host`]). It returns index tensors; gradients flow only through the distances that the loss
+//! gathers with them (pytorch-metric-learning's design: miners return indices, never losses).
+
+pub(crate) mod host;
+
+use burn::prelude::*;
+
+use crate::triplets::Triplets;
+
+/// How triplets are chosen inside a batch.
+///
+/// With `P(a)` the other samples of the anchor's class, `N(a)` the samples of other classes and
+/// `D` the distance matrix:
+/// - [`Mining::All`] (batch-all): every `(a, p, n)` with `p ∈ P(a)`, `n ∈ N(a)`.
+/// - [`Mining::Hard`] (batch-hard, Hermans et al. 2017, "In Defense of the Triplet Loss for
+///   Person Re-Identification"): per anchor with a positive and a negative, the farthest positive
+///   and the nearest negative.
+/// - [`Mining::SemiHard`] (FaceNet, Schroff et al. 2015; TensorFlow Addons'
+///   `TripletSemiHardLoss`): for every positive pair `(a, p)` whose anchor has a negative, the
+///   nearest negative with `D[a,n] > D[a,p]` (strictly), or, if none is that far, the farthest
+///   negative.
+///
+/// Ties pick the lowest index. Default: [`Mining::SemiHard`].
+#[derive(Config, Debug, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mining {
+    /// Every valid triplet (batch-all).
+    All,
+    /// The hardest positive and hardest negative of each anchor (batch-hard).
+    Hard,
+    /// One semi-hard negative per positive pair (FaceNet).
+    SemiHard,
+}
+
+// Written out: `#[derive(Config)]` on an enum does not accept `#[default]` variants.
+#[allow(clippy::derivable_impls)]
+impl Default for Mining {
+    fn default() -> Self {
+        Mining::SemiHard
+    }
+}
+
+/// Mines triplets from a distance matrix, for users who want the miner without the loss.
+///
+/// `dist` is read back to the host (it is detached first). [`Mining::All`] materialises every
+/// valid triplet, `B·(K−1)·(B−K)` of them in a P×K batch: use it for inspection and small
+/// batches (the loss itself never materialises them).
+///
+/// # Shapes
+/// - `dist`: `[batch, batch]`, smaller = closer (e.g. from [`Distance::pairwise`](crate::Distance::pairwise))
+/// - `labels`: `[batch]`, any integer values
+/// - output: three `[num_triplets]` index tensors on `dist`'s device, ordered by anchor, then
+///   positive, then negative
+///
+/// # Panics
+/// If `dist` is not square or `labels` does not have one entry per row.
+///
+/// # Example
+/// ```
+/// # use burn::prelude::*; use triplet_loss::{mine, Distance, Mining};
+/// let device = Device::flex();
+/// let x = Tensor::<2>::from_data([[0.0, 0.0], [0.0, 2.0], [0.0, 3.0]], &device);
+/// let y = Tensor::<1, Int>::from_data([0, 0, 1], &device);
+/// let dist = Distance::Euclidean.pairwise(x.clone(), x);
+/// let triplets = mine(dist, y, Mining::SemiHard);
+/// assert_eq!(triplets.len(), 2);
+/// let negatives: Vec<i64> = triplets.negative.into_data().convert::<i64>().to_vec().unwrap();
+/// assert_eq!(negatives, [2, 2]);
+/// ```
+pub fn mine(dist: Tensor<2>, labels: Tensor<1, Int>, mining: Mining) -> Triplets {
+    let device = dist.device();
+    let (dist, classes) = read_batch(dist, labels);
+    let triplets = mine_host(&dist, &classes, mining);
+    Triplets::from_host(triplets, &device)
+}
+
+pub(crate) fn mine_host(
+    dist: &[f32],
+    classes: &host::Classes,
+    mining: Mining,
+) -> host::IndexTriplets {
+    match mining {
+        Mining::All => host::all(classes),
+        Mining::Hard => host::hard(dist, classes),
+        Mining::SemiHard => host::semi_hard(dist, classes),
+    }
+}
+
+/// Reads a detached `[B, B]` distance matrix and `[B]` labels to the host.
+pub(crate) fn read_batch(dist: Tensor<2>, labels: Tensor<1, Int>) -> (Vec<f32>, host::Classes) {
+    let [rows, cols] = dist.dims();
+    assert_eq!(
+        rows, cols,
+        "distance matrix must be square, got [{rows}, {cols}]"
+    );
+    let [n] = labels.dims();
+    assert_eq!(n, rows, "labels have {n} entries for a batch of {rows}");
+    let labels = read_labels(labels);
+    let dist = dist
+        .detach()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("distance matrix converts to f32");
+    (dist, host::Classes::new(&labels))
+}
+
+pub(crate) fn read_labels(labels: Tensor<1, Int>) -> Vec<i64> {
+    labels
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .expect("labels convert to i64")
+}

@@ -1,0 +1,63 @@
+//! What the loss returns besides its value.
+
+use burn::prelude::*;
+
+use crate::mining::host::HostStats;
+
+/// The loss and what mining found, from [`TripletLoss::forward_with_stats`](crate::TripletLoss::forward_with_stats).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TripletOutput {
+    /// The reduced loss, `[1]`, connected to the graph.
+    pub loss: Tensor<1>,
+    /// Counts and mean distances of the mined triplets.
+    pub stats: MiningStats,
+}
+
+/// Statistics of the triplets mined in one batch (pytorch-metric-learning's `collect_stats`).
+///
+/// Distances are those the miner saw (the detached distance matrix).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct MiningStats {
+    /// The number of mined triplets.
+    pub triplets: u64,
+    /// The number of mined triplets whose loss is `> 0`.
+    pub active: u64,
+    /// The number of anchors with at least one mined triplet.
+    pub anchors_with_triplet: u64,
+    /// Mean `d(a, p)` over the mined triplets (0 without triplets).
+    pub mean_d_ap: f64,
+    /// Mean `d(a, n)` over the mined triplets (0 without triplets).
+    pub mean_d_an: f64,
+}
+
+impl MiningStats {
+    /// The fraction of mined triplets that are active (0 without triplets).
+    pub fn active_fraction(&self) -> f64 {
+        if self.triplets == 0 {
+            0.0
+        } else {
+            self.active as f64 / self.triplets as f64
+        }
+    }
+}
+
+impl From<HostStats> for MiningStats {
+    fn from(s: HostStats) -> Self {
+        let mean = |sum: f64| {
+            if s.triplets == 0 {
+                0.0
+            } else {
+                sum / s.triplets as f64
+            }
+        };
+        MiningStats {
+            triplets: s.triplets,
+            active: s.active,
+            anchors_with_triplet: s.anchors_with_triplet,
+            mean_d_ap: mean(s.sum_d_ap),
+            mean_d_an: mean(s.sum_d_an),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The triplet margin loss with online mining: configuration, module and forward passes.
+
+use burn::prelude::*;
+
+use crate::distance::Distance;
+use crate::error::ConfigError;
+use crate::mining::{Mining, host, mine_host, read_batch};
+use crate::output::{MiningStats, TripletOutput};
+use crate::reduction::Reduction;
+use crate::triplets::Triplets;
+use crate::weighted::weighted_sum;
+
+/// Configuration of a [`TripletLoss`].
+///
+/// Every field has a default, so `TripletLossConfig::new().init()` is FaceNet's semi-hard
+/// triplet loss with Euclidean distance and margin 0.2, averaged over the mined triplets.
+#[derive(Config, Debug)]
+pub struct TripletLossConfig {
+    /// The margin `α` of `max(d(a,p) − d(a,n) + α, 0)`; unused with [`soft`](Self::soft).
+    /// Default: `0.2` (FaceNet used 0.2 on L2-normalised embeddings).
+    #[config(default = 0.2)]
+    pub margin: f64,
+    /// The distance `d`. Default: [`Distance::Euclidean`].
+    #[config(default = "Distance::Euclidean")]
+    pub distance: Distance,
+    /// How triplets are mined in the batch. Default: [`Mining::SemiHard`] (FaceNet).
+    #[config(default = "Mining::SemiHard")]
+    pub mining: Mining,
+    /// How per-triplet losses are reduced. Default: [`Reduction::Mean`].
+    #[config(default = "Reduction::Mean")]
+    pub reduction: Reduction,
+    /// Soft margin: `softplus(d(a,p) − d(a,n))` per triplet instead of the hinge (Hermans et al.
+    /// 2017). Default: `false`.
+    #[config(default = false)]
+    pub soft: bool,
+}
+
+impl TripletLossConfig {
+    /// Checks the configuration: the margin must be finite and `>= 0`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.margin.is_finite() && self.margin >= 0.0) {
+            return Err(ConfigError::Margin(self.margin));
+        }
+        Ok(())
+    }
+
+    /// Builds the loss.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails.
+    pub fn init(&self) -> TripletLoss {
+        if let Err(err) = self.validate() {
+            panic!("invalid TripletLossConfig: {err}");
+        }
+        TripletLoss {
+            margin: self.margin,
+            distance: self.distance,
+            mining: self.mining,
+            reduction: self.reduction,
+            soft: self.soft,
+        }
+    }
+}
+
+/// Triplet margin loss with in-batch mining: `max(d(a,p) − d(a,n) + margin, 0)` per mined
+/// triplet, reduced to one value. Should be created with [`TripletLossConfig`].
+///
+/// It has no parameters; it is a [`Module`] so that it can sit inside a model.
+#[derive(Module, Debug)]
+pub struct TripletLoss {
+    margin: f64,
+    #[module(skip)]
+    distance: Distance,
+    #[module(skip)]
+    mining: Mining,
+    #[module(skip)]
+    reduction: Reduction,
+    soft: bool,
+}
+
+impl TripletLoss {
+    /// The loss of a batch: mines triplets, then reduces their losses.
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[batch, dim]`
+    /// - `labels`: `[batch]`, any integer values
+    /// - output: `[1]`
+    ///
+    /// # Panics
+    /// If `labels` does not have one entry per embedding.
+    pub fn forward(&self, embeddings: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+        self.forward_with_stats(embeddings, labels).loss
+    }
+
+    /// Like [`forward`](Self::forward), also returning what mining found.
+    ///
+    /// The statistics come from the host-side miner, so they cost no extra device round trip.
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[batch, dim]`
+    /// - `labels`: `[batch]`
+    ///
+    /// # Panics
+    /// If `labels` does not have one entry per embedding.
+    pub fn forward_with_stats(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+    ) -> TripletOutput {
+        let [b, _] = embeddings.dims();
+        let [n] = labels.dims();
+        assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
+        match self.mining {
+            Mining::All => self.batch_all(embeddings, labels),
+            mining => {
+                let device = embeddings.device();
+                let detached = embeddings.clone().detach();
+                let dist = self.distance.pairwise(detached.clone(), detached);
+                let (dist, classes) = read_batch(dist, labels);
+                let triplets = mine_host(&dist, &classes, mining);
+                let stats =
+                    host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft);
+                let loss = self.loss_of(embeddings, Triplets::from_host(triplets, &device));
+                TripletOutput {
+                    loss,
+                    stats: stats.into(),
+                }
+            }
+        }
+    }
+
+    /// The loss of given triplets, with the configured distance, margin and reduction; the
+    /// mining setting is not used. With [`Reduction::Sum`] this is
+    /// `Σ max(d(a,p) − d(a,n) + α, 0)` over the triplets.
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[batch, dim]`
+    /// - `anchor`, `positive`, `negative`: `[num_triplets]` row indices into `embeddings`
+    /// - output: `[1]`
+    ///
+    /// # Panics
+    /// If the index tensors differ in length.
+    pub fn forward_triplets(
+        &self,
+        embeddings: Tensor<2>,
+        anchor: Tensor<1, Int>,
+        positive: Tensor<1, Int>,
+        negative: Tensor<1, Int>,
+    ) -> Tensor<1> {
+        self.loss_of(embeddings, Triplets::new(anchor, positive, negative))
+    }
+
+    /// Per-triplet losses from row-wise distances of the gathered embeddings, reduced on the
+    /// device. The gradient flows through `select` to the rows used, `O(T·dim)` work.
+    fn loss_of(&self, embeddings: Tensor<2>, triplets: Triplets) -> Tensor<1> {
+        if triplets.is_empty() {
+            return zero_in_graph(embeddings);
+        }
+        let anchors = embeddings.clone().select(0, triplets.anchor);
+        let positives = embeddings.clone().select(0, triplets.positive);
+        let negatives = embeddings.select(0, triplets.negative);
+        let d_ap = self.distance.paired(anchors.clone(), positives);
+        let d_an = self.distance.paired(anchors, negatives);
+        let diff = d_ap - d_an;
+        let losses = if self.soft {
+            softplus(diff)
+        } else {
+            diff.add_scalar(self.margin).clamp_min(0.0)
+        };
+        self.reduction.reduce(losses)
+    }
+
+    /// Batch-all without materialising triplets: the host reduces every triplet to a weight
+    /// per distance-matrix entry, and `L = Σ W ⊙ D + c` has the exact value and gradient.
+    fn batch_all(&self, embeddings: Tensor<2>, labels: Tensor<1, Int>) -> TripletOutput {
+        let [b, _] = embeddings.dims();
+        let device = embeddings.device();
+        // Attached to the graph: the loss back-propagates through it.
+        let dist_graph = self
+            .distance
+            .pairwise(embeddings.clone(), embeddings.clone());
+        let (dist, classes) = read_batch(dist_graph.clone(), labels);
+        let all = host::all_weights(&dist, &classes, self.margin, self.soft);
+        let stats = MiningStats::from(all.stats);
+        let scale = self.reduction.scale(stats.triplets, stats.active);
+        if scale == 0.0 {
+            return TripletOutput {
+                loss: zero_in_graph(embeddings),
+                stats,
+            };
+        }
+        // c makes the value exact for the soft margin too (the hinge is linear in D per piece).
+        let linear: f64 = all
+            .weights
+            .iter()
+            .zip(&dist)
+            .map(|(&w, &d)| w as f64 * d as f64)
+            .sum();
+        let offset = scale * (all.loss_sum - linear);
+        let weights: Vec<f32> = all
+            .weights
+            .iter()
+            .map(|&w| (w as f64 * scale) as f32)
+            .collect();
+        let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, b]), &device);
+        let loss = weighted_sum(dist_graph, weights).add_scalar(offset);
+        TripletOutput { loss, stats }
+    }
+}
+
+/// `log(1 + eˣ)` without overflow.
+fn softplus(x: Tensor<1>) -> Tensor<1> {
+    x.clone().clamp_min(0.0) + x.abs().neg().exp().log1p()
+}
+
+/// A zero loss `[1]` that is still connected to the graph of `embeddings` (gradient 0).
+fn zero_in_graph(embeddings: Tensor<2>) -> Tensor<1> {
+    embeddings.sum().mul_scalar(0.0)
+}

@@ -1,0 +1,1 @@
+//! The `triplet` command-line tool (filled in by the `triplet train` issue).
