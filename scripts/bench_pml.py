@@ -70,9 +70,10 @@ def worker(args):
     b = args.batch
     if b % K != 0:
         raise SystemExit("batch {} is not a multiple of K={}".format(b, K))
-    emb = torch.nn.functional.normalize(torch.randn(b, DIM), dim=1)
+    dev = torch.device(args.device)
+    emb = torch.nn.functional.normalize(torch.randn(b, DIM), dim=1).to(dev)
     emb.requires_grad_(True)
-    labels = torch.arange(b // K).repeat_interleave(K)
+    labels = torch.arange(b // K).repeat_interleave(K).to(dev)
 
     loss_fn = losses.TripletMarginLoss(margin=MARGIN)
     if args.strategy == "semi_hard":
@@ -87,8 +88,10 @@ def worker(args):
     baseline = peak_rss_mib()
     # Address-space limit, set after the imports (torch maps large shared
     # libraries) so that it bounds what the benchmark itself allocates.
-    limit = int(args.mem_limit_gb * (1 << 30))
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # (Not on CUDA: its driver reserves far more address space than it uses.)
+    if dev.type == "cpu":
+        limit = int(args.mem_limit_gb * (1 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     def step():
         emb.grad = None
@@ -97,6 +100,8 @@ def worker(args):
         else:
             loss = loss_fn(emb, labels, miner(emb, labels))
         loss.backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         return loss
 
     t0 = time.perf_counter()
@@ -120,6 +125,8 @@ def worker(args):
         "median_ms": statistics.median(times),
         "runs": len(times),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_gpu_mib": (round(torch.cuda.max_memory_allocated() / (1 << 20), 1)
+                         if dev.type == "cuda" else None),
         "baseline_rss_mib": round(baseline, 1),
         "status": "ok",
     }
@@ -136,6 +143,7 @@ def run_config(strategy, batch, args):
         "--strategy", strategy, "--batch", str(batch),
         "--threads", str(args.threads), "--repeats", str(args.repeats),
         "--mem-limit-gb", str(args.mem_limit_gb), "--budget", str(args.budget),
+        "--device", args.device,
     ]
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(args.threads)
@@ -166,7 +174,8 @@ def cell(r):
         return "-"
     if r["status"] != "ok":
         return r["status"]
-    return "{:.1f} ({:.0f})".format(r["median_ms"], r["peak_rss_mib"])
+    peak = r.get("peak_gpu_mib") or r["peak_rss_mib"]
+    return "{:.1f} ({:.0f})".format(r["median_ms"], peak)
 
 
 def main():
@@ -176,6 +185,7 @@ def main():
     ap.add_argument("--strategies", default=",".join(STRATEGIES),
                     help="comma-separated subset of " + ",".join(STRATEGIES))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (GPU peak memory is torch's max_memory_allocated)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--budget", type=float, default=60.0,
                     help="approximate seconds of timed runs per config")

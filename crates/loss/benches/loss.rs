@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo bench -p triplet-loss --bench loss` (all sizes, flex), or pick:
 //! `cargo bench -p triplet-loss --bench loss -- --sizes 128,1024 --strategies semi_hard,all
-//!  --repeats 7 --device flex|wgpu`.
+//!  --repeats 7 --device flex|wgpu`. With
+//! `--features fused,flex`, batch-all takes the hand-written backward on flex, and
+//! `TRIPLET_LOSS_FUSED=0` turns it back off in the same binary.
 //!
 //! Protocol (PROTOCOLS.md): D = 128, random L2-normalised embeddings, P×K labels with K = 8,
 //! Euclidean distance, margin 0.2, `Mean` reduction for semi-hard and batch-hard, `MeanActive`

@@ -1,6 +1,7 @@
 //! The triplet margin loss with online mining: configuration, module and forward passes.
 
 use burn::prelude::*;
+use burn::tensor::activation::relu;
 
 use crate::distance::Distance;
 use crate::error::ConfigError;
@@ -165,7 +166,8 @@ impl TripletLoss {
         let losses = if self.soft {
             softplus(diff)
         } else {
-            diff.add_scalar(self.margin).clamp_min(0.0)
+            // relu, not clamp_min: its gradient is 0 at the kink, as PyTorch's and as batch-all's.
+            relu(diff.add_scalar(self.margin))
         };
         self.reduction.reduce(losses)
     }
@@ -175,36 +177,64 @@ impl TripletLoss {
     fn batch_all(&self, embeddings: Tensor<2>, labels: Tensor<1, Int>) -> TripletOutput {
         let [b, _] = embeddings.dims();
         let device = embeddings.device();
-        // Attached to the graph: the loss back-propagates through it.
-        let dist_graph = self
-            .distance
-            .pairwise(embeddings.clone(), embeddings.clone());
+        let fused = self.use_fused(&device);
+        // Attached to the graph on the composed path: the loss back-propagates through it.
+        let dist_graph = if fused {
+            let detached = embeddings.clone().detach();
+            self.distance.pairwise(detached.clone(), detached)
+        } else {
+            self.distance.pairwise(embeddings.clone(), embeddings.clone())
+        };
         let (dist, classes) = read_batch(dist_graph.clone(), labels);
         let all = host::all_weights(&dist, &classes, self.margin, self.soft);
         let stats = MiningStats::from(all.stats);
         let scale = self.reduction.scale(stats.triplets, stats.active);
         if scale == 0.0 {
-            return TripletOutput {
-                loss: zero_in_graph(embeddings),
-                stats,
-            };
+            return TripletOutput { loss: zero_in_graph(embeddings), stats };
+        }
+        #[cfg(feature = "fused")]
+        if fused {
+            let loss = self.batch_all_fused(embeddings, &all.weights, &dist, scale);
+            return TripletOutput { loss: loss.add_scalar(scale * all.loss_sum), stats };
         }
         // c makes the value exact for the soft margin too (the hinge is linear in D per piece).
-        let linear: f64 = all
-            .weights
-            .iter()
-            .zip(&dist)
-            .map(|(&w, &d)| w as f64 * d as f64)
-            .sum();
+        let linear: f64 = all.weights.iter().zip(&dist).map(|(&w, &d)| w as f64 * d as f64).sum();
         let offset = scale * (all.loss_sum - linear);
-        let weights: Vec<f32> = all
-            .weights
-            .iter()
-            .map(|&w| (w as f64 * scale) as f32)
-            .collect();
+        let weights: Vec<f32> = all.weights.iter().map(|&w| (w as f64 * scale) as f32).collect();
         let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, b]), &device);
         let loss = weighted_sum(dist_graph, weights).add_scalar(offset);
         TripletOutput { loss, stats }
+    }
+
+    /// Whether batch-all takes the hand-written backward (feature `fused`).
+    fn use_fused(&self, device: &Device) -> bool {
+        #[cfg(feature = "fused")]
+        {
+            self.distance != Distance::Cosine && crate::fused::supported(device)
+        }
+        #[cfg(not(feature = "fused"))]
+        {
+            let _ = device;
+            false
+        }
+    }
+
+    /// Zero-valued, with the exact gradient: `∂L/∂D = W` becomes `∂L/∂D² = W/(2D)` for the
+    /// Euclidean distance (0 where `D = 0`, as `safe_sqrt`'s gradient).
+    #[cfg(feature = "fused")]
+    fn batch_all_fused(&self, embeddings: Tensor<2>, weights: &[f32], dist: &[f32], scale: f64) -> Tensor<1> {
+        let [b, _] = embeddings.dims();
+        let squared: Vec<f32> = weights
+            .iter()
+            .zip(dist)
+            .map(|(&w, &d)| match self.distance {
+                Distance::Euclidean if d > 0.0 => (w as f64 * scale / (2.0 * d as f64)) as f32,
+                Distance::Euclidean => 0.0,
+                _ => (w as f64 * scale) as f32,
+            })
+            .collect();
+        let squared = Tensor::<2>::from_data(TensorData::new(squared, [b, b]), &embeddings.device());
+        crate::fused::pair_weight_grad(embeddings, squared)
     }
 }
 

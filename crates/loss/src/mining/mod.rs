@@ -68,7 +68,7 @@ impl Default for Mining {
 /// let dist = Distance::Euclidean.pairwise(x.clone(), x);
 /// let triplets = mine(dist, y, Mining::SemiHard);
 /// assert_eq!(triplets.len(), 2);
-/// let negatives: Vec<i64> = triplets.negative.into_data().convert::<i64>().to_vec().unwrap();
+/// let negatives: Vec<i64> = triplets.negative.into_data().try_into_vec_as().unwrap();
 /// assert_eq!(negatives, [2, 2]);
 /// ```
 pub fn mine(dist: Tensor<2>, labels: Tensor<1, Int>, mining: Mining) -> Triplets {
