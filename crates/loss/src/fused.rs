@@ -40,7 +40,12 @@ impl<B: Backend + PairGradBackend, C: CheckpointStrategy> PairGradBackend for Au
         impl<B: Backend> Backward<B, 1> for PairGrad {
             type State = (FloatTensor<B>, FloatTensor<B>);
 
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
                 let [node_x] = ops.parents;
                 let upstream = grads.consume::<B>(&ops.node); // [1]
                 let (x, w) = ops.state;
@@ -48,7 +53,8 @@ impl<B: Backend + PairGradBackend, C: CheckpointStrategy> PairGradBackend for Au
                     let s = B::float_add(w.clone(), B::float_transpose(w));
                     let s = B::float_mul(s, B::float_reshape(upstream, [1, 1].into()));
                     let row_sum = B::float_sum_dim(s.clone(), 1); // [B, 1]
-                    let grad = B::float_sub(B::float_mul(row_sum, x.clone()), B::float_matmul(s, x));
+                    let grad =
+                        B::float_sub(B::float_mul(row_sum, x.clone()), B::float_matmul(s, x));
                     grads.register::<B>(node.id, B::float_mul_scalar(grad, Scalar::from(2.0f32)));
                 }
             }

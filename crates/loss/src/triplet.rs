@@ -183,24 +183,40 @@ impl TripletLoss {
             let detached = embeddings.clone().detach();
             self.distance.pairwise(detached.clone(), detached)
         } else {
-            self.distance.pairwise(embeddings.clone(), embeddings.clone())
+            self.distance
+                .pairwise(embeddings.clone(), embeddings.clone())
         };
         let (dist, classes) = read_batch(dist_graph.clone(), labels);
         let all = host::all_weights(&dist, &classes, self.margin, self.soft);
         let stats = MiningStats::from(all.stats);
         let scale = self.reduction.scale(stats.triplets, stats.active);
         if scale == 0.0 {
-            return TripletOutput { loss: zero_in_graph(embeddings), stats };
+            return TripletOutput {
+                loss: zero_in_graph(embeddings),
+                stats,
+            };
         }
         #[cfg(feature = "fused")]
         if fused {
             let loss = self.batch_all_fused(embeddings, &all.weights, &dist, scale);
-            return TripletOutput { loss: loss.add_scalar(scale * all.loss_sum), stats };
+            return TripletOutput {
+                loss: loss.add_scalar(scale * all.loss_sum),
+                stats,
+            };
         }
         // c makes the value exact for the soft margin too (the hinge is linear in D per piece).
-        let linear: f64 = all.weights.iter().zip(&dist).map(|(&w, &d)| w as f64 * d as f64).sum();
+        let linear: f64 = all
+            .weights
+            .iter()
+            .zip(&dist)
+            .map(|(&w, &d)| w as f64 * d as f64)
+            .sum();
         let offset = scale * (all.loss_sum - linear);
-        let weights: Vec<f32> = all.weights.iter().map(|&w| (w as f64 * scale) as f32).collect();
+        let weights: Vec<f32> = all
+            .weights
+            .iter()
+            .map(|&w| (w as f64 * scale) as f32)
+            .collect();
         let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, b]), &device);
         let loss = weighted_sum(dist_graph, weights).add_scalar(offset);
         TripletOutput { loss, stats }
@@ -222,7 +238,13 @@ impl TripletLoss {
     /// Zero-valued, with the exact gradient: `∂L/∂D = W` becomes `∂L/∂D² = W/(2D)` for the
     /// Euclidean distance (0 where `D = 0`, as `safe_sqrt`'s gradient).
     #[cfg(feature = "fused")]
-    fn batch_all_fused(&self, embeddings: Tensor<2>, weights: &[f32], dist: &[f32], scale: f64) -> Tensor<1> {
+    fn batch_all_fused(
+        &self,
+        embeddings: Tensor<2>,
+        weights: &[f32],
+        dist: &[f32],
+        scale: f64,
+    ) -> Tensor<1> {
         let [b, _] = embeddings.dims();
         let squared: Vec<f32> = weights
             .iter()
@@ -233,7 +255,8 @@ impl TripletLoss {
                 _ => (w as f64 * scale) as f32,
             })
             .collect();
-        let squared = Tensor::<2>::from_data(TensorData::new(squared, [b, b]), &embeddings.device());
+        let squared =
+            Tensor::<2>::from_data(TensorData::new(squared, [b, b]), &embeddings.device());
         crate::fused::pair_weight_grad(embeddings, squared)
     }
 }

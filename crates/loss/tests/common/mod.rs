@@ -1,6 +1,8 @@
 //! Shared test support: a deterministic RNG, batch generators covering the awkward cases, and a
 //! brute-force oracle of the loss written from LOSS.md's definitions with plain loops in `f64`.
 #![allow(dead_code)]
+// The oracle spells out the definitions with indices, as the formulas do.
+#![allow(clippy::needless_range_loop)]
 
 use burn::prelude::*;
 use triplet_loss::{Distance, Mining, Reduction};

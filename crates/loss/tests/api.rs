@@ -1,0 +1,114 @@
+//! The public surface: defaults, validation messages, serialisation of the config (the CLI
+//! reads it from files), and the shapes and counts at a realistic batch size.
+
+mod common;
+
+use burn::prelude::*;
+use triplet_loss::{ConfigError, Distance, Mining, Reduction, TripletLossConfig};
+
+#[test]
+fn defaults_are_facenet_semi_hard() {
+    let cfg = TripletLossConfig::new();
+    assert_eq!(cfg.margin, 0.2);
+    assert_eq!(cfg.distance, Distance::Euclidean);
+    assert_eq!(cfg.mining, Mining::SemiHard);
+    assert_eq!(cfg.reduction, Reduction::Mean);
+    assert!(!cfg.soft);
+    assert_eq!(Mining::default(), Mining::SemiHard);
+    assert_eq!(Distance::default(), Distance::Euclidean);
+    assert_eq!(Reduction::default(), Reduction::Mean);
+}
+
+#[test]
+fn invalid_margins_are_rejected_with_the_value() {
+    for margin in [-0.1, f64::NAN, f64::INFINITY] {
+        let err = TripletLossConfig::new()
+            .with_margin(margin)
+            .validate()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Margin(_)));
+        let message = err.to_string();
+        assert!(
+            message.contains("margin") && message.contains(&margin.to_string()),
+            "{message}"
+        );
+    }
+    assert!(TripletLossConfig::new().with_margin(0.0).validate().is_ok());
+}
+
+#[test]
+#[should_panic(expected = "invalid TripletLossConfig")]
+fn init_panics_on_an_invalid_config() {
+    let _ = TripletLossConfig::new().with_margin(-1.0).init();
+}
+
+#[test]
+fn config_round_trips_through_json_with_readable_names() {
+    let cfg = TripletLossConfig::new()
+        .with_margin(0.3)
+        .with_distance(Distance::Cosine)
+        .with_mining(Mining::All)
+        .with_reduction(Reduction::MeanActive)
+        .with_soft(true);
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert!(
+        json.contains("\"Cosine\"") && json.contains("\"All\"") && json.contains("\"MeanActive\""),
+        "{json}"
+    );
+    let back: TripletLossConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (
+            back.margin,
+            back.distance,
+            back.mining,
+            back.reduction,
+            back.soft
+        ),
+        (
+            0.3,
+            Distance::Cosine,
+            Mining::All,
+            Reduction::MeanActive,
+            true
+        )
+    );
+    // Burn's `#[derive(Config)]` requires every field when deserialising (defaults apply to
+    // `new()` only): a partial file fails, naming the field.
+    let partial = serde_json::from_str::<TripletLossConfig>(r#"{"mining": "Hard"}"#).unwrap_err();
+    assert!(partial.to_string().contains("margin"), "{partial}");
+}
+
+#[test]
+fn counts_at_a_realistic_batch_size() {
+    // P = 128 classes × K = 8: exercises the threaded miners through the public API.
+    let (p, k, dim) = (128usize, 8usize, 32usize);
+    let b = p * k;
+    let device = Device::flex().autodiff();
+    let mut rng = common::Rng::new(3);
+    let flat: Vec<f32> = (0..b * dim).map(|_| rng.normal() as f32).collect();
+    let x = Tensor::<2>::from_data(TensorData::new(flat, [b, dim]), &device).require_grad();
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new((0..b as i64).map(|i| i / k as i64).collect::<Vec<_>>(), [b]),
+        &device,
+    );
+    let expected = [
+        (Mining::All, (b * (k - 1) * (b - k)) as u64),
+        (Mining::SemiHard, (b * (k - 1)) as u64),
+        (Mining::Hard, b as u64),
+    ];
+    for (mining, triplets) in expected {
+        let out = TripletLossConfig::new()
+            .with_mining(mining)
+            .init()
+            .forward_with_stats(x.clone(), y.clone());
+        assert_eq!(out.stats.triplets, triplets, "{mining:?}");
+        assert_eq!(out.stats.anchors_with_triplet, b as u64, "{mining:?}");
+        assert!(out.stats.active > 0 && out.stats.active <= triplets);
+        assert!(out.stats.mean_d_an > 0.0 && out.stats.mean_d_ap > 0.0);
+        let value = common::to_vec(out.loss.clone())[0];
+        assert!(value.is_finite() && value > 0.0, "{mining:?}: {value}");
+        let grad = common::to_matrix(x.grad(&out.loss.backward()).unwrap());
+        assert!(grad.iter().flatten().all(|g| g.is_finite()));
+        assert!(grad.iter().flatten().any(|&g| g != 0.0));
+    }
+}
