@@ -55,4 +55,13 @@ impl Reduction {
             }
         }
     }
+
+    /// Reduces per-row losses `[rows]` of which only those with `valid` (0/1, `[rows]`) are
+    /// triplets; invalid rows must already be 0. No read-back; 0 without any valid row.
+    pub(crate) fn reduce_rows(self, losses: Tensor<1>, valid: Tensor<1>) -> Tensor<1> {
+        match self {
+            Reduction::Mean => losses.sum() / valid.sum().clamp_min(1.0),
+            Reduction::Sum | Reduction::MeanActive => self.reduce(losses),
+        }
+    }
 }

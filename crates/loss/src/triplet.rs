@@ -5,7 +5,7 @@ use burn::tensor::activation::relu;
 
 use crate::distance::Distance;
 use crate::error::ConfigError;
-use crate::mining::{Mining, host, mine_host, read_batch};
+use crate::mining::{Mining, device, host, mine_host, mines_faster_on_host, read_batch};
 use crate::output::{MiningStats, TripletOutput};
 use crate::reduction::Reduction;
 use crate::triplets::Triplets;
@@ -90,12 +90,13 @@ impl TripletLoss {
     /// # Panics
     /// If `labels` does not have one entry per embedding.
     pub fn forward(&self, embeddings: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-        self.forward_with_stats(embeddings, labels).loss
+        self.run(embeddings, labels, false).0
     }
 
     /// Like [`forward`](Self::forward), also returning what mining found.
     ///
-    /// The statistics come from the host-side miner, so they cost no extra device round trip.
+    /// Semi-hard and batch-all statistics come from the host-side miner at no extra cost;
+    /// batch-hard's, mined on the device, cost one read of four numbers.
     ///
     /// # Shapes
     /// - `embeddings`: `[batch, dim]`
@@ -108,11 +109,30 @@ impl TripletLoss {
         embeddings: Tensor<2>,
         labels: Tensor<1, Int>,
     ) -> TripletOutput {
+        let (loss, stats) = self.run(embeddings, labels, true);
+        TripletOutput {
+            loss,
+            stats: stats.expect("statistics were asked for"),
+        }
+    }
+
+    fn run(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+        want_stats: bool,
+    ) -> (Tensor<1>, Option<MiningStats>) {
         let [b, _] = embeddings.dims();
         let [n] = labels.dims();
         assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
         match self.mining {
-            Mining::All => self.batch_all(embeddings, labels),
+            Mining::All => {
+                let out = self.batch_all(embeddings, labels);
+                (out.loss, Some(out.stats))
+            }
+            Mining::Hard if !mines_faster_on_host(&embeddings.device()) => {
+                self.batch_hard(embeddings, labels, want_stats)
+            }
             mining => {
                 let device = embeddings.device();
                 let detached = embeddings.clone().detach();
@@ -122,10 +142,7 @@ impl TripletLoss {
                 let stats =
                     host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft);
                 let loss = self.loss_of(embeddings, Triplets::from_host(triplets, &device));
-                TripletOutput {
-                    loss,
-                    stats: stats.into(),
-                }
+                (loss, Some(stats.into()))
             }
         }
     }
@@ -162,14 +179,64 @@ impl TripletLoss {
         let negatives = embeddings.select(0, triplets.negative);
         let d_ap = self.distance.paired(anchors.clone(), positives);
         let d_an = self.distance.paired(anchors, negatives);
-        let diff = d_ap - d_an;
-        let losses = if self.soft {
+        self.reduction.reduce(self.per_triplet(d_ap - d_an))
+    }
+
+    /// The loss of each triplet from `d(a,p) − d(a,n)`.
+    fn per_triplet(&self, diff: Tensor<1>) -> Tensor<1> {
+        if self.soft {
             softplus(diff)
         } else {
             // relu, not clamp_min: its gradient is 0 at the kink, as PyTorch's and as batch-all's.
             relu(diff.add_scalar(self.margin))
-        };
-        self.reduction.reduce(losses)
+        }
+    }
+
+    /// Batch-hard, mined and reduced on the device: one row per anchor, invalid anchors (no
+    /// positive or no negative) masked to 0. Nothing is read back unless `want_stats`.
+    fn batch_hard(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+        want_stats: bool,
+    ) -> (Tensor<1>, Option<MiningStats>) {
+        let detached = embeddings.clone().detach();
+        let dist = self.distance.pairwise(detached.clone(), detached);
+        let mined = device::hard(dist, labels);
+        let positives = embeddings.clone().select(0, mined.positive);
+        let negatives = embeddings.clone().select(0, mined.negative);
+        let d_ap = self.distance.paired(embeddings.clone(), positives);
+        let d_an = self.distance.paired(embeddings, negatives);
+        let valid = mined.valid.float();
+        let losses = self.per_triplet(d_ap - d_an) * valid.clone();
+        let loss = self.reduction.reduce_rows(losses, valid.clone());
+        let stats = want_stats.then(|| {
+            let diff = mined.d_ap.clone() - mined.d_an.clone();
+            let active = if self.soft {
+                valid.clone()
+            } else {
+                diff.add_scalar(self.margin).greater_elem(0.0).float() * valid.clone()
+            };
+            let sums = Tensor::cat(
+                vec![
+                    valid.sum(),
+                    active.sum(),
+                    mined.d_ap.sum(),
+                    mined.d_an.sum(),
+                ],
+                0,
+            );
+            let sums: Vec<f64> = sums.into_data().try_into_vec_as().expect("f64 stats");
+            let triplets = sums[0].round() as u64;
+            MiningStats::from(host::HostStats {
+                triplets,
+                active: sums[1].round() as u64,
+                anchors_with_triplet: triplets,
+                sum_d_ap: sums[2],
+                sum_d_an: sums[3],
+            })
+        });
+        (loss, stats)
     }
 
     /// Batch-all without materialising triplets: the host reduces every triplet to a weight
