@@ -1,1 +1,34 @@
-//! Embedding backbones and heads for Triplet (filled in by the `triplet train` issue).
+//! Embedding networks for Triplet: a backbone (an image to a feature map) and an embedding
+//! head (the feature map to an L2-normalised vector).
+//!
+//! - [`BackboneConfig`] chooses the backbone: today the reference CNN of `PROTOCOLS.md`
+//!   ([`SmallCnnConfig`], `small-cnn`), for any input channels and size.
+//! - [`EmbeddingHeadConfig`]: global average pool, linear to `dim`, optional BatchNorm,
+//!   optional L2 normalisation.
+//! - [`EmbeddingModelConfig`] puts them together; the model saves and loads through Burn's
+//!   records (`Module::save_file` / `load_file`, burnpack files).
+//!
+//! # Example
+//! ```
+//! use burn::prelude::*;
+//! use triplet_model::{EmbeddingModelConfig, EmbeddingHeadConfig};
+//!
+//! let device = Device::flex();
+//! let model = EmbeddingModelConfig::new()
+//!     .with_head(EmbeddingHeadConfig::new().with_dim(32))
+//!     .init(&device);
+//! let images = Tensor::<4>::zeros([2, 1, 28, 28], &device);
+//! let embeddings = model.forward(images);
+//! assert_eq!(embeddings.dims(), [2, 32]);
+//! ```
+#![deny(missing_docs)]
+
+mod backbone;
+mod head;
+mod model;
+
+pub use crate::{
+    backbone::{Backbone, BackboneConfig, ConvBlock, SmallCnn, SmallCnnConfig},
+    head::{EmbeddingHead, EmbeddingHeadConfig},
+    model::{EmbeddingModel, EmbeddingModelConfig},
+};
