@@ -1,0 +1,4 @@
+//! Data for training: readers for the supported sources and the P×K batch sampler.
+
+pub mod idx;
+pub mod sampler;
