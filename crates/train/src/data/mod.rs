@@ -1,4 +1,5 @@
 //! Data for training: readers for the supported sources and the P×K batch sampler.
 
 pub mod idx;
+pub mod index;
 pub mod sampler;
