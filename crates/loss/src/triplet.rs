@@ -134,17 +134,45 @@ impl TripletLoss {
                 self.batch_hard(embeddings, labels, want_stats)
             }
             mining => {
-                let device = embeddings.device();
-                let detached = embeddings.clone().detach();
-                let dist = self.distance.pairwise(detached.clone(), detached);
-                let (dist, classes) = read_batch(dist, labels);
-                let triplets = mine_host(&dist, &classes, mining);
-                let stats =
-                    host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft);
-                let loss = self.loss_of(embeddings, Triplets::from_host(triplets, &device));
-                (loss, Some(stats.into()))
+                let (loss, stats) = self.mined_on_host(embeddings, labels, mining, None);
+                (loss, Some(stats))
             }
         }
+    }
+
+    /// Semi-hard (and batch-hard on CPU backends): mined on the host, then either gathered
+    /// row-wise (`O(T·dim)` memory, exact distances) or, when that would exceed the `B×B`
+    /// distance matrix (few, large classes: `T = B·(K−1)` approaches `B²/2`), reduced to
+    /// per-entry weights like batch-all, so memory stays `O(B²)`. `weighted` forces a path
+    /// (tests).
+    fn mined_on_host(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+        mining: Mining,
+        weighted: Option<bool>,
+    ) -> (Tensor<1>, MiningStats) {
+        let [b, dim] = embeddings.dims();
+        let device = embeddings.device();
+        let detached = embeddings.clone().detach();
+        let dist = self.distance.pairwise(detached.clone(), detached);
+        let (dist, classes) = read_batch(dist, labels);
+        let triplets = mine_host(&dist, &classes, mining);
+        let stats: MiningStats =
+            host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft).into();
+        if !weighted.unwrap_or(triplets.len() * dim > b * b) {
+            let loss = self.loss_of(embeddings, Triplets::from_host(triplets, &device));
+            return (loss, stats);
+        }
+        let (weights, loss_sum) =
+            host::triplet_weights(&dist, b, &triplets, self.margin, self.soft);
+        let scale = self.reduction.scale(stats.triplets, stats.active);
+        if stats.triplets == 0 || scale == 0.0 {
+            return (zero_in_graph(embeddings), stats);
+        }
+        let dist_graph = self.distance.pairwise(embeddings.clone(), embeddings);
+        let loss = weighted_loss(dist_graph, &weights, scale, loss_sum);
+        (loss, stats)
     }
 
     /// The loss of given triplets, with the configured distance, margin and reduction; the
@@ -240,9 +268,8 @@ impl TripletLoss {
     }
 
     /// Batch-all without materialising triplets: the host reduces every triplet to a weight
-    /// per distance-matrix entry, and `L = Σ W ⊙ D + c` has the exact value and gradient.
+    /// per distance-matrix entry (`W = ∂L/∂D`) and sums the losses exactly.
     fn batch_all(&self, embeddings: Tensor<2>, labels: Tensor<1, Int>) -> TripletOutput {
-        let [b, _] = embeddings.dims();
         let device = embeddings.device();
         let fused = self.use_fused(&device);
         // Attached to the graph on the composed path: the loss back-propagates through it.
@@ -257,7 +284,7 @@ impl TripletLoss {
         let all = host::all_weights(&dist, &classes, self.margin, self.soft);
         let stats = MiningStats::from(all.stats);
         let scale = self.reduction.scale(stats.triplets, stats.active);
-        if scale == 0.0 {
+        if stats.triplets == 0 || scale == 0.0 {
             return TripletOutput {
                 loss: zero_in_graph(embeddings),
                 stats,
@@ -271,21 +298,7 @@ impl TripletLoss {
                 stats,
             };
         }
-        // c makes the value exact for the soft margin too (the hinge is linear in D per piece).
-        let linear: f64 = all
-            .weights
-            .iter()
-            .zip(&dist)
-            .map(|(&w, &d)| w as f64 * d as f64)
-            .sum();
-        let offset = scale * (all.loss_sum - linear);
-        let weights: Vec<f32> = all
-            .weights
-            .iter()
-            .map(|&w| (w as f64 * scale) as f32)
-            .collect();
-        let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, b]), &device);
-        let loss = weighted_sum(dist_graph, weights).add_scalar(offset);
+        let loss = weighted_loss(dist_graph, &all.weights, scale, all.loss_sum);
         TripletOutput { loss, stats }
     }
 
@@ -329,11 +342,168 @@ impl TripletLoss {
 }
 
 /// `log(1 + eˣ)` without overflow.
+///
+/// Written as `(x + |x|)/2 + log(1 + e^−|x|)` rather than with `clamp_min`, whose gradient at
+/// 0 is 1: this form's slope at 0 is exactly `sigmoid(0) = 0.5`, as the host miner's.
 fn softplus(x: Tensor<1>) -> Tensor<1> {
-    x.clone().clamp_min(0.0) + x.abs().neg().exp().log1p()
+    (x.clone() + x.clone().abs()).mul_scalar(0.5) + x.abs().neg().exp().log1p()
+}
+
+/// `scale · Σ losses` with gradient `scale · W` through the distance matrix: the value is the
+/// host's exact `f64` sum, and `Σ W ⊙ (D − detach(D))`, exactly 0, carries the gradient.
+fn weighted_loss(dist_graph: Tensor<2>, weights: &[f32], scale: f64, loss_sum: f64) -> Tensor<1> {
+    let [b, _] = dist_graph.dims();
+    let weights: Vec<f32> = weights.iter().map(|&w| (w as f64 * scale) as f32).collect();
+    let weights = Tensor::<2>::from_data(TensorData::new(weights, [b, b]), &dist_graph.device());
+    let zero = dist_graph.clone() - dist_graph.detach();
+    weighted_sum(zero, weights).add_scalar(scale * loss_sum)
 }
 
 /// A zero loss `[1]` that is still connected to the graph of `embeddings` (gradient 0).
 fn zero_in_graph(embeddings: Tensor<2>) -> Tensor<1> {
-    embeddings.sum().mul_scalar(0.0)
+    embeddings.mul_scalar(0.0).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The paths a device or a batch shape selects, against each other on flex: batch-hard on
+    //! the device against the host miner, and weighted against gathered host triplets. Loss
+    //! values, statistics and gradients must agree (random data: no ties).
+    use super::*;
+
+    fn batch(seed: u64, b: usize, classes: i64) -> (Vec<f32>, Vec<i64>) {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        let x = (0..b * 5).map(|_| next()).collect();
+        // Label 99 is a singleton: an anchor without positives.
+        let y = (0..b as i64)
+            .map(|i| if i == 0 { 99 } else { i % classes })
+            .collect();
+        (x, y)
+    }
+
+    type Run<'a> = &'a dyn Fn(&TripletLoss, Tensor<2>, Tensor<1, Int>) -> (Tensor<1>, MiningStats);
+
+    fn agree(name: &str, left: Run, right: Run) {
+        let device = Device::flex().autodiff();
+        let mut cases = 0;
+        for seed in 0..12u64 {
+            let (x, y) = batch(seed, 10 + seed as usize % 5, 2 + (seed % 3) as i64);
+            for distance in [
+                Distance::Euclidean,
+                Distance::SquaredEuclidean,
+                Distance::Cosine,
+            ] {
+                for reduction in [Reduction::Mean, Reduction::MeanActive, Reduction::Sum] {
+                    for soft in [false, true] {
+                        let loss = TripletLossConfig::new()
+                            .with_distance(distance)
+                            .with_reduction(reduction)
+                            .with_soft(soft)
+                            .with_margin(0.5)
+                            .init();
+                        let mut results = Vec::new();
+                        for run in [left, right] {
+                            let b = y.len();
+                            let e =
+                                Tensor::<2>::from_data(TensorData::new(x.clone(), [b, 5]), &device)
+                                    .require_grad();
+                            let l = Tensor::<1, Int>::from_data(
+                                TensorData::new(y.clone(), [b]),
+                                &device,
+                            );
+                            let (value, stats) = run(&loss, e.clone(), l);
+                            let grad: Vec<f32> = e
+                                .grad(&value.backward())
+                                .unwrap()
+                                .into_data()
+                                .try_into_vec_as()
+                                .unwrap();
+                            let value: f32 = value.into_scalar();
+                            results.push((value, stats, grad));
+                        }
+                        let ((v1, s1, g1), (v2, s2, g2)) = (&results[0], &results[1]);
+                        let ctx =
+                            format!("{name} seed {seed} {distance:?} {reduction:?} soft={soft}");
+                        assert!(
+                            (v1 - v2).abs() <= 1e-4 * v1.abs().max(1.0),
+                            "{ctx}: {v1} vs {v2}"
+                        );
+                        assert_eq!(
+                            (s1.triplets, s1.active, s1.anchors_with_triplet),
+                            (s2.triplets, s2.active, s2.anchors_with_triplet),
+                            "{ctx}"
+                        );
+                        assert!(
+                            (s1.mean_d_ap - s2.mean_d_ap).abs() < 1e-5
+                                && (s1.mean_d_an - s2.mean_d_an).abs() < 1e-5,
+                            "{ctx}"
+                        );
+                        for (a, b) in g1.iter().zip(g2) {
+                            assert!(
+                                (a - b).abs() <= 2e-3 * a.abs().max(1.0),
+                                "{ctx}: gradient {a} vs {b}"
+                            );
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 12 * 3 * 3 * 2);
+    }
+
+    #[test]
+    fn batch_hard_on_the_device_agrees_with_the_host_miner() {
+        agree(
+            "hard",
+            &|loss, x, y| {
+                let (v, s) = loss.batch_hard(x, y, true);
+                (v, s.unwrap())
+            },
+            &|loss, x, y| loss.mined_on_host(x, y, Mining::Hard, Some(false)),
+        );
+    }
+
+    #[test]
+    fn weighted_and_gathered_host_triplets_agree() {
+        for mining in [Mining::SemiHard, Mining::Hard] {
+            agree(
+                "weighted",
+                &move |loss, x, y| loss.mined_on_host(x, y, mining, Some(true)),
+                &move |loss, x, y| loss.mined_on_host(x, y, mining, Some(false)),
+            );
+        }
+    }
+
+    #[test]
+    fn device_batch_hard_without_triplets_is_zero() {
+        let device = Device::flex().autodiff();
+        let x =
+            Tensor::<2>::from_data([[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]], &device).require_grad();
+        for labels in [[4i64, 4, 4], [1, 2, 3]] {
+            for reduction in [Reduction::Mean, Reduction::MeanActive, Reduction::Sum] {
+                let loss = TripletLossConfig::new()
+                    .with_mining(Mining::Hard)
+                    .with_reduction(reduction)
+                    .init();
+                let y = Tensor::<1, Int>::from_data(labels, &device);
+                let (value, stats) = loss.batch_hard(x.clone(), y, true);
+                assert_eq!(stats.unwrap().triplets, 0);
+                let grad: Vec<f32> = x
+                    .grad(&value.clone().backward())
+                    .unwrap()
+                    .into_data()
+                    .try_into_vec_as()
+                    .unwrap();
+                assert_eq!(value.into_scalar::<f32>(), 0.0);
+                assert!(grad.iter().all(|&g| g == 0.0));
+            }
+        }
+    }
 }

@@ -167,3 +167,39 @@ fn gradient_at_the_hinge_kink_is_zero_for_every_strategy() {
         assert_eq!(grad, [[0.0, -0.5], [0.0, 1.0], [0.0, -0.5]], "{mining:?}");
     }
 }
+
+#[test]
+fn soft_margin_slope_at_a_tie_is_one_half_for_every_strategy() {
+    // d(0,1) = d(0,2) = √5 exactly: triplet (0,1,2) has d_ap − d_an = 0, where softplus's
+    // slope is sigmoid(0) = 0.5 (a clamp-based softplus gave 1 on the gathered paths while the
+    // host's batch-all weights gave 0.5). Every strategy mines (0,1,2) and (1,0,2).
+    let mut grads = Vec::new();
+    for mining in MININGS {
+        let device = Device::flex().autodiff();
+        let x =
+            Tensor::<2>::from_data([[0.0f32, 0.0], [1.0, 2.0], [2.0, 1.0]], &device).require_grad();
+        let y = Tensor::<1, Int>::from_data([0, 0, 1], &device);
+        let loss = TripletLossConfig::new()
+            .with_soft(true)
+            .with_mining(mining)
+            .with_reduction(Reduction::Sum)
+            .init()
+            .forward(x.clone(), y);
+        grads.push(to_matrix(x.grad(&loss.backward()).unwrap()));
+    }
+    for g in &grads[1..] {
+        for (a, b) in g.iter().flatten().zip(grads[0].iter().flatten()) {
+            assert!((a - b).abs() < 1e-5, "{grads:?}");
+        }
+    }
+    // x0's gradient: 0.5·((x0−x1) − (x0−x2))/√5 from (0,1,2), plus w·(x0−x1)/√5 from (1,0,2),
+    // where w = σ(d(1,0) − d(1,2)) = σ(√5 − √2).
+    let s5 = 5f64.sqrt();
+    let w = 1.0 / (1.0 + (-(s5 - 2f64.sqrt())).exp());
+    let want = [(0.5 - w) / s5, (-0.5 - 2.0 * w) / s5];
+    assert!(
+        (grads[0][0][0] - want[0]).abs() < 1e-5 && (grads[0][0][1] - want[1]).abs() < 1e-5,
+        "{:?} vs {want:?}",
+        grads[0][0]
+    );
+}

@@ -65,6 +65,22 @@ fn loss_and_stats_match_brute_force() {
                 let got = to_vec(out.loss)[0] as f64;
                 let ctx = format!("{kind:?} seed {seed} {setup:?}");
                 assert_eq!(out.stats.triplets, oracle.triplets as u64, "{ctx}");
+                assert_eq!(
+                    out.stats.anchors_with_triplet, oracle.anchors as u64,
+                    "{ctx}"
+                );
+                assert!(
+                    close(out.stats.mean_d_ap, oracle.mean_d_ap, 1e-5, 1e-6),
+                    "{ctx}: mean d_ap {} vs {}",
+                    out.stats.mean_d_ap,
+                    oracle.mean_d_ap
+                );
+                assert!(
+                    close(out.stats.mean_d_an, oracle.mean_d_an, 1e-5, 1e-6),
+                    "{ctx}: mean d_an {} vs {}",
+                    out.stats.mean_d_an,
+                    oracle.mean_d_an
+                );
                 let active = out.stats.active as usize;
                 assert!(
                     (oracle.active..=oracle.active + oracle.near_kink).contains(&active),

@@ -292,6 +292,39 @@ impl HostStats {
     }
 }
 
+/// Explicit triplets reduced to `∂(Σ losses)/∂D` per distance-matrix entry (`B×B`, row-major)
+/// and the exact sum of their losses.
+pub(crate) fn triplet_weights(
+    dist: &[f32],
+    b: usize,
+    t: &IndexTriplets,
+    margin: f64,
+    soft: bool,
+) -> (Vec<f32>, f64) {
+    let mut weights = vec![0.0f32; b * b];
+    let mut sum = 0.0f64;
+    for i in 0..t.len() {
+        let (a, p, n) = (
+            t.anchor[i] as usize,
+            t.positive[i] as usize,
+            t.negative[i] as usize,
+        );
+        let diff = dist[a * b + p] as f64 - dist[a * b + n] as f64;
+        let loss = triplet_loss(diff, margin, soft);
+        let slope = if soft {
+            sigmoid(diff)
+        } else if loss > 0.0 {
+            1.0
+        } else {
+            0.0
+        };
+        weights[a * b + p] += slope as f32;
+        weights[a * b + n] -= slope as f32;
+        sum += loss;
+    }
+    (weights, sum)
+}
+
 /// The loss of one triplet from `d_ap − d_an`.
 fn triplet_loss(diff: f64, margin: f64, soft: bool) -> f64 {
     if soft {

@@ -251,6 +251,11 @@ pub struct OracleLoss {
     /// Triplets within 1e-6 of the hinge's kink: whether they count as active depends on
     /// rounding (exactly tied grid distances, say), so `active ..= active + near_kink` is right.
     pub near_kink: usize,
+    /// Mean mined `d(a,p)` and `d(a,n)` on the mining matrix (0 without triplets).
+    pub mean_d_ap: f64,
+    pub mean_d_an: f64,
+    /// Anchors with at least one triplet.
+    pub anchors: usize,
 }
 
 impl OracleLoss {
@@ -294,7 +299,19 @@ pub fn loss(setup: Setup, x: &[Vec<f32>], y: &[i64], d_mine: &[Vec<f64>]) -> Ora
             .filter(|&&diff| (diff + setup.margin).abs() <= 1e-6)
             .count()
     };
+    let mean = |f: &dyn Fn(&(usize, usize, usize)) -> f64| {
+        if triplets.is_empty() {
+            0.0
+        } else {
+            triplets.iter().map(f).sum::<f64>() / triplets.len() as f64
+        }
+    };
+    let mut anchors: Vec<usize> = triplets.iter().map(|t| t.0).collect();
+    anchors.dedup();
     OracleLoss {
+        mean_d_ap: mean(&|&(a, p, _)| d_mine[a][p]),
+        mean_d_an: mean(&|&(a, _, n)| d_mine[a][n]),
+        anchors: anchors.len(),
         sum: losses.iter().sum(),
         triplets: triplets.len(),
         active: losses
