@@ -70,7 +70,11 @@
 //! batches); a zero vector is at cosine distance 1 from everything.
 //!
 //! Labels are any integers the device's `Int` type holds (`i32` on flex by default).
-//! Ties between equal distances pick the lowest index.
+//! Ties between equal distances pick the lowest index (batch-hard on a GPU: the kernel's choice).
+//!
+//! Mining and batch-all use the `B×B` matrix `‖x‖² + ‖y‖² − 2·x·yᵀ`, as `torch.cdist` does:
+//! for nearly identical rows its Euclidean entries are `√(rounding noise)`, about 3e-4 for unit
+//! vectors, not 0. Semi-hard and batch-hard losses recompute their distances from the rows.
 //!
 //! # Cost
 //!
@@ -80,8 +84,8 @@
 //! negative is dropped into its bucket by binary search; bucket minima give the semi-hard
 //! negatives, bucket counts and sums give batch-all's hinge sums and gradient weights. The soft
 //! margin with batch-all is `O(B²·K)`. Forward + backward of 8192 × 128 embeddings runs on two
-//! CPU cores in about 1–3 s (`docs/BENCHMARKS.md`), where pytorch-metric-learning needs
-//! over 10 GiB for semi-hard at B = 4096.
+//! CPU cores in about 1–3 s (`docs/BENCHMARKS.md`), where pytorch-metric-learning peaks at
+//! 7.8 GiB for semi-hard at B = 4096 and runs out of 20 GiB at B = 8192.
 //!
 //! Semi-hard and batch-all read the detached `B×B` distances back to the host once per call (a
 //! copy on CPU devices, one transfer on a GPU), so [`TripletLoss::forward`] waits for the device

@@ -27,7 +27,9 @@ use crate::triplets::Triplets;
 ///   nearest negative with `D[a,n] > D[a,p]` (strictly), or, if none is that far, the farthest
 ///   negative.
 ///
-/// Ties pick the lowest index. Default: [`Mining::SemiHard`].
+/// Ties pick the lowest index, except batch-hard inside the loss on GPU devices, which takes
+/// the `argmax`/`argmin` kernel's choice (loss values and statistics do not depend on it; which
+/// of two identical rows gets the gradient does). Default: [`Mining::SemiHard`].
 #[derive(Config, Debug, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Mining {
@@ -83,7 +85,7 @@ pub fn mine(dist: Tensor<2>, labels: Tensor<1, Int>, mining: Mining) -> Triplets
 
 /// Whether batch-hard is cheaper through the host miner than on the device: true for Burn's
 /// CPU backends (the "read-back" is a copy, and the host loop beats the device path's dozen
-/// `B×B` mask passes: 1.6 s against 2.4 s at B = 8192 on two cores), false elsewhere (on a
+/// `B×B` mask passes: 1.6 s against 2.4 s at B = 8192 on two cores, `docs/BENCHMARKS.md`), false elsewhere (on a
 /// GPU the device path avoids the transfer and the stall). Burn 0.22 names backends only
 /// behind its cargo features, so this reads the device's debug name; a backend it does not
 /// recognise takes the device path, which is equally exact.
