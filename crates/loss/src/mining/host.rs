@@ -89,6 +89,17 @@ impl IndexTriplets {
     pub fn len(&self) -> usize {
         self.anchor.len()
     }
+
+    /// `(anchor, positive, negative)` triplets in order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        (0..self.len()).map(|i| {
+            (
+                self.anchor[i] as usize,
+                self.positive[i] as usize,
+                self.negative[i] as usize,
+            )
+        })
+    }
 }
 
 /// Runs `f` over contiguous ranges of anchors on all cores and concatenates the results in
@@ -271,12 +282,7 @@ impl HostStats {
             ..HostStats::default()
         };
         let mut last_anchor = None;
-        for i in 0..t.len() {
-            let (a, p, n) = (
-                t.anchor[i] as usize,
-                t.positive[i] as usize,
-                t.negative[i] as usize,
-            );
+        for (a, p, n) in t.iter() {
             let (d_ap, d_an) = (dist[a * b + p] as f64, dist[a * b + n] as f64);
             stats.sum_d_ap += d_ap;
             stats.sum_d_an += d_an;
@@ -303,12 +309,7 @@ pub(crate) fn triplet_weights(
 ) -> (Vec<f32>, f64) {
     let mut weights = vec![0.0f32; b * b];
     let mut sum = 0.0f64;
-    for i in 0..t.len() {
-        let (a, p, n) = (
-            t.anchor[i] as usize,
-            t.positive[i] as usize,
-            t.negative[i] as usize,
-        );
+    for (a, p, n) in t.iter() {
         let diff = dist[a * b + p] as f64 - dist[a * b + n] as f64;
         let loss = triplet_loss(diff, margin, soft);
         let slope = if soft {
@@ -546,42 +547,27 @@ mod tests {
         let classes = Classes::new(&y);
         for (margin, soft) in [(0.2, false), (0.5, false), (0.0, true)] {
             let got = all_weights(&d, &classes, margin, soft);
-            let mut weights = vec![0.0f64; b * b];
-            let (mut loss, mut triplets, mut active) = (0.0f64, 0u64, 0u64);
+            // Per-triplet loops over every materialised triplet.
             let every = all(&classes);
-            for i in 0..every.len() {
-                let (a, p, n) = (
-                    every.anchor[i] as usize,
-                    every.positive[i] as usize,
-                    every.negative[i] as usize,
-                );
-                let diff = d[a * b + p] as f64 - d[a * b + n] as f64;
-                let l = triplet_loss(diff, margin, soft);
-                let slope = if soft {
-                    sigmoid(diff)
-                } else if l > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                };
-                weights[a * b + p] += slope;
-                weights[a * b + n] -= slope;
-                loss += l;
-                triplets += 1;
-                active += (l > 0.0) as u64;
-            }
+            let (weights, loss) = triplet_weights(&d, b, &every, margin, soft);
+            let stats = HostStats::of_triplets(&d, b, &every, margin, soft);
+            let (triplets, active) = (stats.triplets, stats.active);
             assert_eq!(got.stats.triplets, triplets);
             assert_eq!(got.stats.active, active);
+            assert_eq!(got.stats.anchors_with_triplet, stats.anchors_with_triplet);
+            for (g, w) in [
+                (got.stats.sum_d_ap, stats.sum_d_ap),
+                (got.stats.sum_d_an, stats.sum_d_an),
+            ] {
+                assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{g} vs {w}");
+            }
             assert!(
                 (got.loss_sum - loss).abs() <= 1e-9 * loss.max(1.0),
                 "{} vs {loss}",
                 got.loss_sum
             );
             for (g, w) in got.weights.iter().zip(&weights) {
-                assert!(
-                    (*g as f64 - w).abs() <= 1e-4 * w.abs().max(1.0),
-                    "{g} vs {w}"
-                );
+                assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{g} vs {w}");
             }
         }
     }
