@@ -203,3 +203,22 @@ fn soft_margin_slope_at_a_tie_is_one_half_for_every_strategy() {
         grads[0][0]
     );
 }
+
+#[test]
+fn euclidean_distance_has_zero_gradient_at_zero_distance() {
+    // LOSS.md: the Euclidean gradient is 0, never NaN, where the distance is 0.
+    let device = Device::flex().autodiff();
+    let a = Tensor::<2>::from_data([[0.3f32, -1.2, 2.0], [1.0, 1.0, 1.0]], &device).require_grad();
+    let b = Tensor::<2>::from_data([[0.3f32, -1.2, 2.0], [1.0, 1.0, 1.0]], &device).require_grad();
+    let d = Distance::Euclidean.paired(a.clone(), b.clone());
+    assert_eq!(to_vec(d.clone()), [0.0, 0.0]);
+    let grads = d.sum().backward();
+    for g in [a.grad(&grads).unwrap(), b.grad(&grads).unwrap()] {
+        assert!(to_matrix(g).iter().flatten().all(|&v| v == 0.0));
+    }
+    // The pairwise matrix, whose diagonal is 0: the gradient of its sum is finite.
+    let x = Tensor::<2>::from_data([[0.3f32, -1.2, 2.0], [0.3, -1.2, 2.0]], &device).require_grad();
+    let d = Distance::Euclidean.pairwise(x.clone(), x.clone());
+    let grad = to_matrix(x.grad(&d.sum().backward()).unwrap());
+    assert!(grad.iter().flatten().all(|&v| v == 0.0), "{grad:?}");
+}

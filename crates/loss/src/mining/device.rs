@@ -57,7 +57,8 @@ pub(crate) fn hard(dist: Tensor<2>, labels: Tensor<1, Int>) -> HardRows {
 
 #[cfg(test)]
 mod tests {
-    //! The device path against the host miner, on flex (CI's GPU suite runs it on wgpu too).
+    //! The device path against the host miner, on flex (`tests/wgpu.rs` compares the whole
+    //! loss, which takes this path there, with flex's host path).
     use super::*;
     use crate::mining::host;
 
