@@ -154,8 +154,7 @@ impl TripletLoss {
     ) -> (Tensor<1>, MiningStats) {
         let [b, dim] = embeddings.dims();
         let device = embeddings.device();
-        let detached = embeddings.clone().detach();
-        let dist = self.distance.pairwise(detached.clone(), detached);
+        let dist = self.mining_distances(&embeddings);
         let (dist, classes) = read_batch(dist, labels);
         let triplets = mine_host(&dist, &classes, mining);
         let stats: MiningStats =
@@ -210,6 +209,12 @@ impl TripletLoss {
         self.reduction.reduce(self.per_triplet(d_ap - d_an))
     }
 
+    /// The `[B, B]` distance matrix of the detached embeddings: what the miners see.
+    fn mining_distances(&self, embeddings: &Tensor<2>) -> Tensor<2> {
+        let detached = embeddings.clone().detach();
+        self.distance.pairwise(detached.clone(), detached)
+    }
+
     /// The loss of each triplet from `d(a,p) − d(a,n)`.
     fn per_triplet(&self, diff: Tensor<1>) -> Tensor<1> {
         if self.soft {
@@ -228,8 +233,7 @@ impl TripletLoss {
         labels: Tensor<1, Int>,
         want_stats: bool,
     ) -> (Tensor<1>, Option<MiningStats>) {
-        let detached = embeddings.clone().detach();
-        let dist = self.distance.pairwise(detached.clone(), detached);
+        let dist = self.mining_distances(&embeddings);
         let mined = device::hard(dist, labels);
         let positives = embeddings.clone().select(0, mined.positive);
         let negatives = embeddings.clone().select(0, mined.negative);
@@ -274,8 +278,7 @@ impl TripletLoss {
         let fused = self.use_fused(&device);
         // Attached to the graph on the composed path: the loss back-propagates through it.
         let dist_graph = if fused {
-            let detached = embeddings.clone().detach();
-            self.distance.pairwise(detached.clone(), detached)
+            self.mining_distances(&embeddings)
         } else {
             self.distance
                 .pairwise(embeddings.clone(), embeddings.clone())
