@@ -1,5 +1,41 @@
-//! The `triplet` command-line tool's library: data sources, P×K sampling, and (with the
-//! `triplet train` issue) training, evaluation and export.
+//! The `triplet` command-line tool as a library: data sources and the streaming loader, P×K
+//! sampling, the experiment config, training with checkpoints and resume, and retrieval
+//! metrics.
+//!
+//! `main.rs` only parses the command line and calls [`run`].
 #![deny(missing_docs)]
 
+pub mod cli;
+pub mod config;
 pub mod data;
+pub mod device;
+pub mod eval;
+pub mod train;
+
+use anyhow::Result;
+
+use cli::{Cli, Command};
+use config::ExperimentConfig;
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => {
+            let backend = args.backend().map_err(anyhow::Error::msg)?;
+            let config = match &args.config {
+                Some(path) => ExperimentConfig::load(path)?,
+                None => ExperimentConfig::default(),
+            };
+            train::train(train::TrainOptions {
+                config,
+                config_given: args.config.is_some(),
+                data: args.data,
+                epochs: args.epochs,
+                out: args.out,
+                backend,
+                resume: args.resume,
+            })?;
+            Ok(())
+        }
+    }
+}

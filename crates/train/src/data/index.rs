@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::sampler::SplitMix64;
+
 /// File extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
 
@@ -216,40 +218,47 @@ impl DatasetIndex {
     /// least one when the class has two or more) go to the second index, the rest to the first.
     /// Both keep every class and its label.
     pub fn split_within_classes(&self, fraction: f64, seed: u64) -> (DatasetIndex, DatasetIndex) {
-        let mut first = DatasetIndex {
+        let labels: Vec<usize> = self.samples.iter().map(|s| s.label).collect();
+        let (kept, held) = within_class_partition(&labels, fraction, seed);
+        let part = |indices: Vec<usize>| DatasetIndex {
             classes: self.classes.clone(),
+            samples: indices
+                .into_iter()
+                .map(|i| self.samples[i].clone())
+                .collect(),
             ..DatasetIndex::default()
         };
-        let mut second = first.clone();
-        let mut state = seed ^ 0x5851_F42D_4C95_7F2D;
-        for class in 0..self.classes.len() {
-            let mut members: Vec<&Sample> =
-                self.samples.iter().filter(|s| s.label == class).collect();
-            // Seeded Fisher–Yates (SplitMix64 steps).
-            for i in (1..members.len()).rev() {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                members.swap(i, ((z as u128 * (i as u128 + 1)) >> 64) as usize);
-            }
-            let mut take = (members.len() as f64 * fraction).round() as usize;
-            if members.len() >= 2 {
-                take = take.clamp(1, members.len() - 1);
-            } else {
-                take = 0;
-            }
-            let (held, kept) = members.split_at(take);
-            let mut kept: Vec<Sample> = kept.iter().map(|s| (*s).clone()).collect();
-            let mut held: Vec<Sample> = held.iter().map(|s| (*s).clone()).collect();
-            kept.sort_by(|a, b| a.path.cmp(&b.path));
-            held.sort_by(|a, b| a.path.cmp(&b.path));
-            first.samples.extend(kept);
-            second.samples.extend(held);
-        }
-        (first, second)
+        (part(kept), part(held))
     }
+}
+
+/// Splits sample indices within classes: about `fraction` of each class (chosen by `seed`, at
+/// least one when the class has two or more, never all) go to the second list. Both lists are
+/// in ascending index order.
+pub(crate) fn within_class_partition(
+    labels: &[usize],
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &label) in labels.iter().enumerate() {
+        by_class.entry(label).or_default().push(i);
+    }
+    let mut rng = SplitMix64::new(seed ^ 0x5851_F42D_4C95_7F2D);
+    let (mut kept, mut held) = (Vec::new(), Vec::new());
+    for mut members in by_class.into_values() {
+        rng.shuffle(&mut members);
+        let take = if members.len() >= 2 {
+            ((members.len() as f64 * fraction).round() as usize).clamp(1, members.len() - 1)
+        } else {
+            0
+        };
+        held.extend_from_slice(&members[..take]);
+        kept.extend_from_slice(&members[take..]);
+    }
+    kept.sort_unstable();
+    held.sort_unstable();
+    (kept, held)
 }
 
 fn is_image(path: &Path) -> bool {

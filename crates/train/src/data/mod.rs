@@ -1,6 +1,10 @@
-//! Data for training: readers for the supported sources and the P×K batch sampler.
+//! Data for training: readers for the supported sources, the P×K batch sampler, the input
+//! transform and the streaming loader.
 
+pub mod augment;
 pub mod decode;
 pub mod idx;
 pub mod index;
+pub mod loader;
 pub mod sampler;
+pub mod source;

@@ -1,0 +1,77 @@
+//! `--backend`: the device training runs on, by name.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+/// A compute backend the CLI can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Burn's pure-Rust CPU backend (the default; alias `cpu`).
+    Flex,
+    /// Burn's ndarray CPU backend (deprecated upstream, kept for comparison).
+    NdArray,
+    /// wgpu: Vulkan, Metal or DirectX (alias `gpu` unless built with CUDA).
+    Wgpu,
+    /// CUDA (cargo feature `cuda`).
+    Cuda,
+}
+
+/// Names `--backend` accepts.
+pub const BACKEND_NAMES: &str = "flex, cpu, ndarray, wgpu, gpu, cuda";
+
+impl FromStr for Backend {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "flex" | "cpu" => Backend::Flex,
+            "ndarray" => Backend::NdArray,
+            "wgpu" => Backend::Wgpu,
+            "cuda" => Backend::Cuda,
+            "gpu" if cfg!(feature = "cuda") => Backend::Cuda,
+            "gpu" => Backend::Wgpu,
+            other => {
+                return Err(format!(
+                    "unknown backend `{other}`; expected one of {BACKEND_NAMES}"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Flex => "flex",
+            Backend::NdArray => "ndarray",
+            Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
+        })
+    }
+}
+
+impl Backend {
+    /// The device, or why this build cannot provide it.
+    pub fn device(self) -> Result<Device, String> {
+        let missing = |feature: &str| {
+            Err(format!(
+                "backend `{self}` is not compiled into this build; rebuild with `--features {feature}`"
+            ))
+        };
+        match self {
+            #[cfg(feature = "flex")]
+            Backend::Flex => Ok(Device::flex()),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            Backend::NdArray => Ok(Device::ndarray()),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => Ok(Device::cuda(0)),
+            #[allow(unreachable_patterns)]
+            other => missing(&other.to_string()),
+        }
+    }
+}

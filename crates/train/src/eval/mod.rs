@@ -1,0 +1,3 @@
+//! Evaluation: retrieval metrics over embeddings.
+
+pub mod metrics;

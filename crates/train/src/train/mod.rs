@@ -1,0 +1,464 @@
+//! `triplet train`: from a config and a data path to a trained model, with checkpoints,
+//! progress, metrics and a final retrieval evaluation on the held-out split.
+
+pub mod checkpoint;
+pub mod report;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use serde_json::json;
+use triplet_model::EmbeddingModel;
+
+use crate::config::ExperimentConfig;
+use crate::data::augment::Transform;
+use crate::data::loader::{BadImages, Loader, LoaderOptions};
+use crate::data::sampler::SamplerState;
+use crate::data::source::{self, ImageSet};
+use crate::device::Backend;
+use crate::eval::metrics::{Retrieval, leave_one_out};
+use checkpoint::RunState;
+use report::{CollapseWatch, MetricsLog, Progress, num};
+
+pub use setup::{Plan, learning_rate};
+
+/// What `triplet train` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The experiment (from `--config`, or the defaults).
+    pub config: ExperimentConfig,
+    /// Whether `--config` was given (not allowed with `--resume`).
+    pub config_given: bool,
+    /// `--data`.
+    pub data: Option<PathBuf>,
+    /// `--epochs`.
+    pub epochs: Option<u64>,
+    /// `--out`.
+    pub out: PathBuf,
+    /// `--backend`.
+    pub backend: Backend,
+    /// `--resume`.
+    pub resume: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Optimiser steps taken in total (including before a resume).
+    pub steps: u64,
+    /// Mean loss of the last epoch trained in this process.
+    pub last_epoch_loss: Option<f64>,
+    /// Retrieval quality on the evaluation split, if there is one.
+    pub retrieval: Option<Retrieval>,
+    /// Distinct training images found unreadable and skipped.
+    pub skipped_images: usize,
+}
+
+/// Runs `triplet train`.
+pub fn train(options: TrainOptions) -> Result<TrainSummary> {
+    let out = options.out.clone();
+    let device = options.backend.device().map_err(anyhow::Error::msg)?;
+
+    // The run's config and position: fresh, or from the latest checkpoint.
+    let (mut config, resumed) = if options.resume {
+        if options.config_given {
+            bail!(
+                "--config cannot be combined with --resume: a resumed run keeps the config saved \
+                 in {} (--epochs and --data may still be given)",
+                out.display()
+            );
+        }
+        let ckpt = checkpoint::load_latest(&out)?;
+        let config = ExperimentConfig::from_toml(&ckpt.config).map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint {} has an invalid config: {e}",
+                ckpt.dir.display()
+            )
+        })?;
+        (config, Some(ckpt))
+    } else {
+        if checkpoint::exists(&out)? {
+            bail!(
+                "{} already holds a run; pass --resume to continue it, or choose another --out",
+                out.display()
+            );
+        }
+        (options.config.clone(), None)
+    };
+    if let Some(data) = &options.data {
+        config.data.path = Some(data.clone());
+    }
+    if let Some(epochs) = options.epochs {
+        config.train.epochs = epochs;
+    }
+    config.validate().context("invalid settings")?;
+    let data_path = config.data.path.clone().context(
+        "no training data: pass --data PATH (an image folder, IDX file or folder, or CSV list) \
+         or set data.path in the config",
+    )?;
+
+    let source = source::open(&data_path)?;
+    let plan = setup::plan(&config, source, &data_path)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    checkpoint::clean_partial(&out)?;
+    let config_toml = config.to_toml();
+    checkpoint::write_atomic(&out.join("config.toml"), config_toml.as_bytes())?;
+
+    for line in &plan.notes {
+        println!("{line}");
+    }
+    println!(
+        "backend {}; {} data worker(s), {} batches prefetched",
+        options.backend, config.data.workers, config.data.prefetch
+    );
+
+    // Model and optimiser: fresh weights are drawn on the host from the seed, so every backend
+    // starts from the same ones; a resume loads the checkpoint's.
+    let train_device = device.autodiff();
+    let model_config = config.model(plan.transform.channels);
+    let mut model = model_config.init(&train_device);
+    let mut optim = setup::optimizer(&config.optimizer);
+    let mut state = RunState {
+        step: 0,
+        sampler: SamplerState::default(),
+        seed: config.train.seed,
+        skipped_images: 0,
+    };
+    match &resumed {
+        Some(ckpt) => {
+            let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model.clone()))
+                .and_then(|r| model.clone().try_load_record(r))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+                .with_context(|| format!("loading the model of {}", ckpt.dir.display()))?;
+            model = record;
+            optim = optim
+                .from_bytes(Bytes::from_bytes_vec(ckpt.optimizer.clone()))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+                .with_context(|| format!("loading the optimiser of {}", ckpt.dir.display()))?;
+            state = ckpt.state;
+            println!(
+                "resuming from {} (epoch {}, step {})",
+                ckpt.dir.display(),
+                state.sampler.epoch + 1,
+                state.step
+            );
+        }
+        None => {
+            model = model.load_record(setup::initial_weights(&model_config, config.train.seed));
+        }
+    }
+
+    let loss = config.loss().init();
+    let epochs = config.train.epochs;
+    let bpe = plan.sampler.batches_per_epoch() as u64;
+    let total_steps = epochs * bpe;
+    let mut metrics = MetricsLog::open(&out, resumed.as_ref().map(|c| c.state.step))?;
+    let mut progress = Progress::new(config.train.log_every_steps);
+    let mut collapse = CollapseWatch::new(config.loss.margin);
+    let bad = Arc::new(BadImages::default());
+    let [c, h, w] = [
+        plan.transform.channels,
+        plan.transform.size[0],
+        plan.transform.size[1],
+    ];
+    let mut last_epoch_loss = None;
+
+    while state.sampler.epoch < epochs {
+        let epoch = state.sampler.epoch;
+        let first = state.sampler.batch;
+        let mut loader = Loader::spawn(
+            Arc::clone(&plan.train),
+            Arc::clone(&plan.transform),
+            plan.sampler.remaining(state.sampler),
+            Arc::clone(&bad),
+            LoaderOptions {
+                workers: config.data.workers,
+                prefetch: config.data.prefetch,
+                seed: config.train.seed,
+                epoch,
+                first_batch: first,
+            },
+        );
+        progress.start_epoch(epoch, epochs, bpe, first as u64);
+        let epoch_start = Instant::now();
+        let (mut sum_loss, mut sum_active, mut sum_ap, mut sum_an, mut steps, mut images) =
+            (0.0, 0.0, 0.0, 0.0, 0u64, 0u64);
+        let mut skipped = 0u64;
+        let mut waited_before = Duration::ZERO;
+        let mut step_start = Instant::now();
+        while let Some(batch) = loader.next_batch() {
+            for message in &batch.new_errors {
+                progress.println(&format!("warning: {message}"));
+            }
+            skipped += batch.skipped as u64;
+            let lr = learning_rate(&config, state.step, total_steps, bpe);
+            let mut record = json!({ "kind": "step", "epoch": epoch + 1, "lr": lr });
+            if batch.count >= 2 {
+                let n = batch.count;
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(batch.images, [n, c, h, w]),
+                    &train_device,
+                );
+                let y =
+                    Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), &train_device);
+                let output = loss.forward_with_stats(model.forward(x), y);
+                let value = f64::from(output.loss.clone().into_scalar::<f32>());
+                if !value.is_finite() {
+                    bail!(
+                        "the loss became {value} at step {} (epoch {}); nothing was saved from this \
+                         step, the last good checkpoint is in {}. Lower optimizer.lr or set \
+                         optimizer.grad_clip_norm, and check the input normalisation",
+                        state.step + 1,
+                        epoch + 1,
+                        checkpoint::folder(&out).display()
+                    );
+                }
+                let grads = GradientsParams::from_grads(output.loss.backward(), &model);
+                model = optim.step(lr, model, grads);
+                let s = output.stats;
+                let active = s.active_fraction();
+                sum_loss += value;
+                sum_active += active;
+                sum_ap += s.mean_d_ap;
+                sum_an += s.mean_d_an;
+                steps += 1;
+                images += n as u64;
+                if let Some(warning) = collapse.observe(value, active, s.mean_d_ap, s.mean_d_an) {
+                    progress.println(&warning);
+                }
+                record["loss"] = num(value);
+                record["active_fraction"] = num(active);
+                record["triplets"] = json!(s.triplets);
+                record["mean_d_ap"] = num(s.mean_d_ap);
+                record["mean_d_an"] = num(s.mean_d_an);
+                record["images"] = json!(n);
+            }
+            state.step += 1;
+            state.sampler.batch += 1;
+            let now = Instant::now();
+            let seconds = now.duration_since(step_start).as_secs_f64();
+            step_start = now;
+            let waited = loader.waited() - waited_before;
+            waited_before = loader.waited();
+            record["step"] = json!(state.step);
+            record["seconds"] = num(seconds);
+            record["data_wait_seconds"] = num(waited.as_secs_f64());
+            record["images_per_second"] = num(batch.count as f64 / seconds);
+            metrics.write(&record)?;
+            progress.step(
+                epoch,
+                state.sampler.batch as u64,
+                bpe,
+                state.step,
+                &format!(
+                    "loss {:.4} active {:.1}% {:.0} img/s",
+                    record["loss"].as_f64().unwrap_or(f64::NAN),
+                    record["active_fraction"].as_f64().unwrap_or(0.0) * 100.0,
+                    batch.count as f64 / seconds
+                ),
+            );
+            let every = config.train.checkpoint_every_steps;
+            if every > 0 && state.step.is_multiple_of(every) && (state.sampler.batch as u64) < bpe {
+                state.skipped_images = bad.len() as u64;
+                save(
+                    &out,
+                    &state,
+                    &config_toml,
+                    &model,
+                    &optim,
+                    config.train.keep_checkpoints,
+                )?;
+            }
+        }
+        let waited = loader.waited();
+        drop(loader);
+        progress.finish_epoch();
+        state.sampler = SamplerState {
+            epoch: epoch + 1,
+            batch: 0,
+        };
+        state.skipped_images = bad.len() as u64;
+        let dir = save(
+            &out,
+            &state,
+            &config_toml,
+            &model,
+            &optim,
+            config.train.keep_checkpoints,
+        )?;
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        let mean = |x: f64| {
+            if steps == 0 {
+                f64::NAN
+            } else {
+                x / steps as f64
+            }
+        };
+        last_epoch_loss = Some(mean(sum_loss));
+        metrics.write(&json!({
+            "kind": "epoch",
+            "epoch": epoch + 1,
+            "step": state.step,
+            "loss": num(mean(sum_loss)),
+            "active_fraction": num(mean(sum_active)),
+            "mean_d_ap": num(mean(sum_ap)),
+            "mean_d_an": num(mean(sum_an)),
+            "seconds": num(seconds),
+            "images_per_second": num(images as f64 / seconds),
+            "data_wait_fraction": num(waited.as_secs_f64() / seconds),
+            "skipped_images": skipped,
+        }))?;
+        println!(
+            "epoch {}/{epochs}: loss {:.4}, active {:.1}%, d_ap {:.3}, d_an {:.3}, {:.0} img/s, \
+             {seconds:.1} s (waiting for data {:.1}%), {skipped} image(s) skipped; saved {}",
+            epoch + 1,
+            mean(sum_loss),
+            mean(sum_active) * 100.0,
+            mean(sum_ap),
+            mean(sum_an),
+            images as f64 / seconds,
+            100.0 * waited.as_secs_f64() / seconds,
+            dir.display()
+        );
+    }
+
+    let final_model = out.join("model.bpk");
+    checkpoint::write_atomic(&final_model, &model_bytes(&model)?)?;
+    println!("model saved to {}", final_model.display());
+
+    let retrieval = match &plan.eval {
+        Some(eval) => {
+            let started = Instant::now();
+            let r = evaluate(&model.valid(), eval, &plan.eval_transform, &config)?;
+            metrics.write(&json!({
+                "kind": "eval",
+                "step": state.step,
+                "images": eval.len(),
+                "classes": eval.classes().len(),
+                "precision_at_1": num(r.precision_at_1),
+                "r_precision": num(r.r_precision),
+                "mean_average_precision_at_r": num(r.map_at_r),
+            }))?;
+            println!(
+                "retrieval on the evaluation split ({}: {} images, {} classes, leave-one-out, \
+                 {:.1} s): P@1 {:.4}  R-Precision {:.4}  MAP@R {:.4}",
+                plan.eval_description,
+                eval.len(),
+                eval.classes().len(),
+                started.elapsed().as_secs_f64(),
+                r.precision_at_1,
+                r.r_precision,
+                r.map_at_r
+            );
+            Some(r)
+        }
+        None => None,
+    };
+    Ok(TrainSummary {
+        steps: state.step,
+        last_epoch_loss,
+        retrieval,
+        skipped_images: bad.len(),
+    })
+}
+
+fn model_bytes(model: &EmbeddingModel) -> Result<Vec<u8>> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("serialising the model")?;
+    Ok(bytes.to_vec())
+}
+
+fn save(
+    out: &Path,
+    state: &RunState,
+    config: &str,
+    model: &EmbeddingModel,
+    optim: &burn::optim::ModuleOptimizer,
+    keep: usize,
+) -> Result<PathBuf> {
+    let optimizer = optim
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .context("serialising the optimiser")?;
+    checkpoint::save(out, state, config, &model_bytes(model)?, &optimizer, keep)
+}
+
+/// Embeds `set` (no augmentation) and scores leave-one-out retrieval.
+pub fn evaluate(
+    model: &EmbeddingModel,
+    set: &Arc<ImageSet>,
+    transform: &Arc<Transform>,
+    config: &ExperimentConfig,
+) -> Result<Retrieval> {
+    let device: Device = model_device(model);
+    let indices: Vec<usize> = (0..set.len()).collect();
+    let chunks: Vec<Vec<usize>> = indices
+        .chunks(config.train.eval_batch)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let bad = Arc::new(BadImages::default());
+    let mut loader = Loader::spawn(
+        Arc::clone(set),
+        Arc::clone(transform),
+        chunks,
+        Arc::clone(&bad),
+        LoaderOptions {
+            workers: config.data.workers,
+            prefetch: config.data.prefetch,
+            seed: 0,
+            epoch: 0,
+            first_batch: 0,
+        },
+    );
+    let [c, h, w] = [transform.channels, transform.size[0], transform.size[1]];
+    let (mut embeddings, mut labels) = (Vec::new(), Vec::new());
+    while let Some(batch) = loader.next_batch() {
+        for message in &batch.new_errors {
+            println!("warning: {message}");
+        }
+        if batch.count == 0 {
+            continue;
+        }
+        let x = Tensor::<4>::from_data(
+            TensorData::new(batch.images, [batch.count, c, h, w]),
+            &device,
+        );
+        let e: Vec<f32> = model
+            .forward(x)
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        embeddings.extend(e);
+        labels.extend(batch.labels.iter().map(|&l| l as usize));
+    }
+    let dim = if labels.is_empty() {
+        0
+    } else {
+        embeddings.len() / labels.len()
+    };
+    Ok(leave_one_out(
+        &embeddings,
+        dim,
+        &labels,
+        config.loss().distance,
+    ))
+}
+
+fn model_device(model: &EmbeddingModel) -> Device {
+    model
+        .devices()
+        .into_iter()
+        .next()
+        .expect("the model has parameters")
+}
