@@ -389,9 +389,28 @@ impl ExperimentConfig {
         Ok(config)
     }
 
-    /// Parses TOML text (not validated).
+    /// Parses TOML text (not validated). The error is one line: where (line, column, section
+    /// and the line's text) and what.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end().replace('\n', " ");
+            let Some(span) = e.span() else {
+                return message;
+            };
+            let start = span.start.min(text.len());
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_no = text[..start].matches('\n').count() + 1;
+            let column = text[line_start..start].chars().count() + 1;
+            let line = text[line_start..].lines().next().unwrap_or("").trim();
+            let section = text[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .map(|l| format!(" in {}", l.split('#').next().unwrap_or(l).trim()))
+                .unwrap_or_default();
+            format!("line {line_no}, column {column}{section} (`{line}`): {message}")
+        })
     }
 
     /// The config as TOML, as saved in a run folder.

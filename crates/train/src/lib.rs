@@ -22,6 +22,13 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => {
             let backend = args.backend().map_err(anyhow::Error::msg)?;
+            if args.resume && args.config.is_some() {
+                anyhow::bail!(
+                    "--config cannot be combined with --resume: a resumed run keeps the config \
+                     saved in {} (--epochs and --data may still be given)",
+                    args.out.display()
+                );
+            }
             let config = match &args.config {
                 Some(path) => ExperimentConfig::load(path)?,
                 None => ExperimentConfig::default(),

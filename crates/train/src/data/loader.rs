@@ -98,7 +98,11 @@ impl Job {
                     skipped += 1;
                     if self.bad.insert(i) {
                         let reason = match failure {
-                            Ok(Err(e)) => format!("{:#}", anyhow::Error::new(e)),
+                            // The decoder's message once (its own sources repeat it).
+                            Ok(Err(e)) => match std::error::Error::source(&e) {
+                                Some(cause) => format!("{e}: {cause}"),
+                                None => e.to_string(),
+                            },
                             _ => format!(
                                 "cannot decode image {} (the decoder crashed)",
                                 self.set.describe(i)

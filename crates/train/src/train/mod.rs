@@ -69,11 +69,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     // The run's config and position: fresh, or from the latest checkpoint.
     let (mut config, resumed) = if options.resume {
         if options.config_given {
-            bail!(
-                "--config cannot be combined with --resume: a resumed run keeps the config saved \
-                 in {} (--epochs and --data may still be given)",
-                out.display()
-            );
+            bail!("--config cannot be combined with --resume");
         }
         let ckpt = checkpoint::load_latest(&out)?;
         let config = ExperimentConfig::from_toml(&ckpt.config).map_err(|e| {

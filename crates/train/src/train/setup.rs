@@ -108,11 +108,15 @@ pub fn plan(config: &ExperimentConfig, source: DataSource, path: &Path) -> Resul
     }
     sizes.sort_unstable();
     let median = sizes[sizes.len() / 2];
-    let k = config.sampler.k.unwrap_or_else(|| median.clamp(2, 16));
+    let mut k = config.sampler.k.unwrap_or_else(|| median.clamp(2, 16));
     let p = config.sampler.p.unwrap_or_else(|| {
         let fit = (train.len() / k).max(2);
         train.classes().len().min((128 / k).max(2)).min(fit)
     });
+    if config.sampler.k.is_none() && p * k > train.len() {
+        // Small data: fewer images per class so that one batch fits.
+        k = (train.len() / p).max(2);
+    }
     let labels: Vec<i64> = train.labels().iter().map(|&l| l as i64).collect();
     let sampler = PkSampler::new(&labels, p, k, config.train.seed).with_context(|| {
         format!(
@@ -185,9 +189,9 @@ fn split(
     let held: Vec<String> = if kind == SplitKind::ByClass {
         if d.held_out_classes.is_empty() {
             let n = classes.len();
-            let h = ((n as f64 * d.held_out_fraction).round() as usize)
-                .clamp(2.min(n), n.saturating_sub(2));
-            if n < 4 || h < 2 {
+            let h = (n as f64 * d.held_out_fraction).round() as usize;
+            let h = if n >= 4 { h.clamp(2, n - 2) } else { 0 };
+            if h < 2 {
                 notes.push(format!(
                     "note: {n} classes are too few to hold out whole classes (2 to train, 2 to \
                      evaluate); holding out {:.0}% of each class instead",
