@@ -210,10 +210,10 @@ pub(crate) fn semi_hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
             chosen.clear();
             let mut best: Option<(f32, usize)> = None;
             for i in (0..m).rev() {
-                if let Some((d, n)) = bucket_min[i + 1] {
-                    if best.is_none_or(|(bd, bn)| d < bd || (d == bd && n < bn)) {
-                        best = Some((d, n));
-                    }
+                if let Some((d, n)) = bucket_min[i + 1]
+                    && best.is_none_or(|(bd, bn)| d < bd || (d == bd && n < bn))
+                {
+                    best = Some((d, n));
                 }
                 chosen.push((pos[i].1, best.map_or(farthest, |(_, n)| n)));
             }
