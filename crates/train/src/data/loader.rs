@@ -4,7 +4,7 @@
 //! At most `prefetch + workers` batches are decoded or waiting at any time, so memory stays
 //! bounded however large the dataset. Batches come out in sampler order whatever worker made
 //! them, and each image's augmentation is keyed by its position (see
-//! [`image_key`](crate::data::augment::image_key)), so the data of a run do not depend on
+//! [`crate::data::augment::image_key`]), so the data of a run do not depend on
 //! thread timing. An image that cannot be decoded is reported once (its path in the batch's
 //! `new_errors`) and left out of every batch after that.
 
@@ -124,7 +124,7 @@ impl Job {
     }
 }
 
-/// Decodes batches in worker threads; [`next`](Self::next) returns them in order.
+/// Decodes batches in worker threads; [`next_batch`](Self::next_batch) returns them in order.
 pub struct Loader {
     results: Option<Receiver<Batch>>,
     tokens: Option<SyncSender<()>>,
