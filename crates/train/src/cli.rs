@@ -33,7 +33,8 @@ pub struct TrainArgs {
     /// CSV list (`path,label`). Overrides `data.path` of the config.
     #[arg(long, value_name = "PATH")]
     pub data: Option<PathBuf>,
-    /// Number of epochs. Overrides `train.epochs`; with `--resume`, extends the run.
+    /// Number of epochs. Overrides `train.epochs`; with `--resume`, extends the run (a cosine
+    /// schedule is stretched to the new length).
     #[arg(long, value_name = "N")]
     pub epochs: Option<u64>,
     /// Run folder: checkpoints, metrics.jsonl, the config and the final model.

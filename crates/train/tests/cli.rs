@@ -21,6 +21,21 @@ fn run(args: &[&str]) -> Output {
     triplet().args(args).output().expect("the binary runs")
 }
 
+/// `triplet train --config CONFIG --data DATA --out OUT EXTRA…`
+fn train(config: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    run(&args)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -130,17 +145,7 @@ fn trains_on_a_folder_and_skips_broken_files_once() {
     let (corrupt, truncated) = image_folder(&data);
     let out = tmp.path().join("run");
     let config = write_config(tmp.path(), "[data]\nsize = [12, 12]\nchannels = 1\n");
-    let result = run(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--epochs",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let result = train(&config, &data, &out, &["--epochs", "3"]);
     let (stdout, stderr) = (text(&result.stdout), text(&result.stderr));
     assert!(
         result.status.success(),
@@ -423,17 +428,7 @@ fn flex_and_ndarray_agree() {
     let mut outputs = Vec::new();
     for backend in ["flex", "ndarray"] {
         let out = tmp.path().join(backend);
-        let result = run(&[
-            "train",
-            "--config",
-            config.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--backend",
-            backend,
-        ]);
+        let result = train(&config, &data, &out, &["--backend", backend]);
         assert!(
             result.status.success(),
             "{backend}: {}",
@@ -450,4 +445,51 @@ fn flex_and_ndarray_agree() {
         worst < 1e-3,
         "flex and ndarray differ by {worst} after 4 steps"
     );
+}
+
+/// Every optimiser, schedule and the clipping option train (the loss stays finite and the
+/// weights move), on the tiny IDX data.
+#[test]
+fn every_optimizer_and_schedule_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    idx_folder(&data, 4, 8);
+    let mut embedded = Vec::new();
+    for (i, section) in [
+        "[optimizer]\nname = \"adam\"\nweight_decay = 0.0001\n[schedule]\nname = \"constant\"",
+        "[optimizer]\nname = \"adamw\"\ngrad_clip_norm = 1.0\n[schedule]\nname = \"cosine\"\nwarmup_steps = 2",
+        "[optimizer]\nname = \"sgd\"\nlr = 0.05\nmomentum = 0.9\n[schedule]\nname = \"step\"\nstep_epochs = 1\ngamma = 0.5",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let config = tmp.path().join(format!("opt{i}.toml"));
+        fs::write(
+            &config,
+            format!("{section}\n[data]\nsplit = \"none\"\n[sampler]\np = 2\nk = 4\n[train]\nepochs = 2\n"),
+        )
+        .unwrap();
+        let out = tmp.path().join(format!("run{i}"));
+        let result = train(&config, &data, &out, &[]);
+        assert!(result.status.success(), "{section}: {}", text(&result.stderr));
+        let records = metrics(&out);
+        let lrs: Vec<f64> = records
+            .iter()
+            .filter(|r| r["kind"] == "step")
+            .map(|r| {
+                assert!(r["loss"].as_f64().is_some_and(f64::is_finite), "{section}: {r}");
+                r["lr"].as_f64().unwrap()
+            })
+            .collect();
+        assert_eq!(lrs.len(), 8, "{section}");
+        if section.contains("cosine") {
+            assert!(lrs[0] < lrs[1] && lrs[7] < lrs[2], "warm-up then decay: {lrs:?}");
+        }
+        if section.contains("step_epochs") {
+            assert_eq!((lrs[0], lrs[4]), (0.05, 0.025), "{lrs:?}");
+        }
+        embedded.push(embeddings(&out));
+    }
+    assert_ne!(embedded[0], embedded[1]);
+    assert_ne!(embedded[1], embedded[2]);
 }

@@ -165,6 +165,11 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         plan.transform.size[1],
     ];
     let mut last_epoch_loss = None;
+    let saver = Saver {
+        out: &out,
+        config: &config_toml,
+        keep: config.train.keep_checkpoints,
+    };
 
     while state.sampler.epoch < epochs {
         let epoch = state.sampler.epoch;
@@ -262,15 +267,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             );
             let every = config.train.checkpoint_every_steps;
             if every > 0 && state.step.is_multiple_of(every) && (state.sampler.batch as u64) < bpe {
-                state.skipped_images = bad.len() as u64;
-                save(
-                    &out,
-                    &state,
-                    &config_toml,
-                    &model,
-                    &optim,
-                    config.train.keep_checkpoints,
-                )?;
+                saver.save(&mut state, &bad, &model, &optim)?;
             }
         }
         let waited = loader.waited();
@@ -280,15 +277,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             epoch: epoch + 1,
             batch: 0,
         };
-        state.skipped_images = bad.len() as u64;
-        let dir = save(
-            &out,
-            &state,
-            &config_toml,
-            &model,
-            &optim,
-            config.train.keep_checkpoints,
-        )?;
+        let dir = saver.save(&mut state, &bad, &model, &optim)?;
         let seconds = epoch_start.elapsed().as_secs_f64();
         let mean = |x: f64| {
             if steps == 0 {
@@ -375,19 +364,35 @@ fn model_bytes(model: &EmbeddingModel) -> Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
-fn save(
-    out: &Path,
-    state: &RunState,
-    config: &str,
-    model: &EmbeddingModel,
-    optim: &burn::optim::ModuleOptimizer,
+/// Writes checkpoints of one run.
+struct Saver<'a> {
+    out: &'a Path,
+    config: &'a str,
     keep: usize,
-) -> Result<PathBuf> {
-    let optimizer = optim
-        .into_bytes()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .context("serialising the optimiser")?;
-    checkpoint::save(out, state, config, &model_bytes(model)?, &optimizer, keep)
+}
+
+impl Saver<'_> {
+    fn save(
+        &self,
+        state: &mut RunState,
+        bad: &BadImages,
+        model: &EmbeddingModel,
+        optim: &burn::optim::ModuleOptimizer,
+    ) -> Result<PathBuf> {
+        state.skipped_images = bad.len() as u64;
+        let optimizer = optim
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .context("serialising the optimiser")?;
+        checkpoint::save(
+            self.out,
+            state,
+            self.config,
+            &model_bytes(model)?,
+            &optimizer,
+            self.keep,
+        )
+    }
 }
 
 /// Embeds `set` (no augmentation) and scores leave-one-out retrieval.

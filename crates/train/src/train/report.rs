@@ -69,7 +69,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A display for an epoch of `batches` steps.
+    /// A display that prints a plain line every `every` steps when stdout is not a terminal.
     pub fn new(every: u64) -> Self {
         Self {
             bar: None,
