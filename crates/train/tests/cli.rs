@@ -416,8 +416,11 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_weights() {
     );
 }
 
+/// The same run on flex, ndarray and wgpu (Mesa's software Vulkan in CI: about a minute of
+/// kernel compilation) ends with the same weights up to float tolerance: weights are drawn on
+/// the host, and data and augmentation do not depend on the device.
 #[test]
-fn flex_and_ndarray_agree() {
+fn backends_agree() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("idx");
     idx_folder(&data, 4, 4);
@@ -425,8 +428,7 @@ fn flex_and_ndarray_agree() {
         tmp.path(),
         "[data]\nsplit = \"none\"\nworkers = 1\n[sampler]\np = 2\nk = 4\n[train]\nepochs = 2\n",
     );
-    let mut outputs = Vec::new();
-    for backend in ["flex", "ndarray"] {
+    let run_on = |backend: &str| {
         let out = tmp.path().join(backend);
         let result = train(&config, &data, &out, &["--backend", backend]);
         assert!(
@@ -434,17 +436,21 @@ fn flex_and_ndarray_agree() {
             "{backend}: {}",
             text(&result.stderr)
         );
-        outputs.push(embeddings(&out));
+        embeddings(&out)
+    };
+    let flex = run_on("flex");
+    for backend in ["ndarray", "wgpu"] {
+        let other = run_on(backend);
+        let worst = flex
+            .iter()
+            .zip(&other)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-3,
+            "flex and {backend} differ by {worst} after 4 steps"
+        );
     }
-    let worst = outputs[0]
-        .iter()
-        .zip(&outputs[1])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst < 1e-3,
-        "flex and ndarray differ by {worst} after 4 steps"
-    );
 }
 
 /// Every optimiser, schedule and the clipping option train (the loss stays finite and the
