@@ -77,16 +77,13 @@ impl ImageSet {
     }
 
     fn from_idx(images: IdxImages, labels: Vec<u8>) -> Self {
-        let mut present: Vec<u8> = labels.clone();
-        present.sort_unstable();
-        present.dedup();
-        let class_of = |l: u8| present.binary_search(&l).expect("collected above");
+        let (present, labels) = compact(&labels);
         Self {
             items: Items::Idx {
                 rows: (0..images.count).collect(),
                 images: Arc::new(images),
             },
-            labels: labels.iter().map(|&l| class_of(l)).collect(),
+            labels,
             classes: present.iter().map(u8::to_string).collect(),
         }
     }
@@ -178,10 +175,8 @@ impl ImageSet {
 
     /// The images at `keep`, with classes renumbered to those still present.
     pub fn subset(&self, keep: &[usize]) -> ImageSet {
-        let mut present: Vec<usize> = keep.iter().map(|&i| self.labels[i]).collect();
-        present.sort_unstable();
-        present.dedup();
-        let relabel = |l: usize| present.binary_search(&l).expect("collected above");
+        let kept: Vec<usize> = keep.iter().map(|&i| self.labels[i]).collect();
+        let (present, labels) = compact(&kept);
         ImageSet {
             items: match &self.items {
                 Items::Files(paths) => {
@@ -192,7 +187,7 @@ impl ImageSet {
                     rows: keep.iter().map(|&i| rows[i]).collect(),
                 },
             },
-            labels: keep.iter().map(|&i| relabel(self.labels[i])).collect(),
+            labels,
             classes: present.iter().map(|&c| self.classes[c].clone()).collect(),
         }
     }
@@ -211,6 +206,18 @@ impl ImageSet {
             .collect();
         self.subset(&keep)
     }
+}
+
+/// The distinct values of `labels`, sorted, and each label's index among them.
+fn compact<T: Ord + Copy>(labels: &[T]) -> (Vec<T>, Vec<usize>) {
+    let mut present = labels.to_vec();
+    present.sort_unstable();
+    present.dedup();
+    let index = labels
+        .iter()
+        .map(|l| present.binary_search(l).expect("collected above"))
+        .collect();
+    (present, index)
 }
 
 /// Opens a data path: a folder of IDX files, an IDX images file, a CSV list, or an image
