@@ -499,3 +499,28 @@ fn every_optimizer_and_schedule_trains() {
     assert_ne!(embedded[0], embedded[1]);
     assert_ne!(embedded[1], embedded[2]);
 }
+
+/// `triplet train … | head -1`: a closed stdout neither crashes nor stops the run.
+#[test]
+fn a_closed_stdout_does_not_stop_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    idx_folder(&data, 4, 4);
+    let config = write_config(
+        tmp.path(),
+        "[data]\nsplit = \"none\"\n[sampler]\np = 2\nk = 4\n",
+    );
+    let out = tmp.path().join("run");
+    let mut child = triplet()
+        .args(["train", "--config", config.to_str().unwrap(), "--data"])
+        .args([data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the first line
+    let result = child.wait_with_output().unwrap();
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    assert!(text(&result.stderr).is_empty(), "{}", text(&result.stderr));
+    assert!(out.join("model.bpk").is_file());
+}

@@ -25,7 +25,7 @@ use crate::data::source::{self, ImageSet};
 use crate::device::Backend;
 use crate::eval::metrics::{Retrieval, leave_one_out};
 use checkpoint::RunState;
-use report::{CollapseWatch, MetricsLog, Progress, num};
+use report::{CollapseWatch, MetricsLog, Progress, num, say};
 
 pub use setup::{Plan, learning_rate};
 
@@ -108,12 +108,12 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     checkpoint::write_atomic(&out.join("config.toml"), config_toml.as_bytes())?;
 
     for line in &plan.notes {
-        println!("{line}");
+        say(line);
     }
-    println!(
+    say(&format!(
         "backend {}; {} data worker(s), {} batches prefetched",
         options.backend, config.data.workers, config.data.prefetch
-    );
+    ));
 
     // Model and optimiser: fresh weights are drawn on the host from the seed, so every backend
     // starts from the same ones; a resume loads the checkpoint's.
@@ -139,12 +139,12 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 .map_err(|e| anyhow::anyhow!("{e:?}"))
                 .with_context(|| format!("loading the optimiser of {}", ckpt.dir.display()))?;
             state = ckpt.state;
-            println!(
+            say(&format!(
                 "resuming from {} (epoch {}, step {})",
                 ckpt.dir.display(),
                 state.sampler.epoch + 1,
                 state.step
-            );
+            ));
         }
         None => {
             model = model.load_record(setup::initial_weights(&model_config, config.train.seed));
@@ -300,7 +300,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             "data_wait_fraction": num(waited.as_secs_f64() / seconds),
             "skipped_images": skipped,
         }))?;
-        println!(
+        say(&format!(
             "epoch {}/{epochs}: loss {:.4}, active {:.1}%, d_ap {:.3}, d_an {:.3}, {:.0} img/s, \
              {seconds:.1} s (waiting for data {:.1}%), {skipped} image(s) skipped; saved {}",
             epoch + 1,
@@ -311,12 +311,12 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             images as f64 / seconds,
             100.0 * waited.as_secs_f64() / seconds,
             dir.display()
-        );
+        ));
     }
 
     let final_model = out.join("model.bpk");
     checkpoint::write_atomic(&final_model, &model_bytes(&model)?)?;
-    println!("model saved to {}", final_model.display());
+    say(&format!("model saved to {}", final_model.display()));
 
     let retrieval = match &plan.eval {
         Some(eval) => {
@@ -331,7 +331,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 "r_precision": num(r.r_precision),
                 "mean_average_precision_at_r": num(r.map_at_r),
             }))?;
-            println!(
+            say(&format!(
                 "retrieval on the evaluation split ({}: {} images, {} classes, leave-one-out, \
                  {:.1} s): P@1 {:.4}  R-Precision {:.4}  MAP@R {:.4}",
                 plan.eval_description,
@@ -341,7 +341,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 r.precision_at_1,
                 r.r_precision,
                 r.map_at_r
-            );
+            ));
             Some(r)
         }
         None => None,
@@ -426,7 +426,7 @@ pub fn evaluate(
     let (mut embeddings, mut labels) = (Vec::new(), Vec::new());
     while let Some(batch) = loader.next_batch() {
         for message in &batch.new_errors {
-            println!("warning: {message}");
+            say(&format!("warning: {message}"));
         }
         if batch.count == 0 {
             continue;

@@ -101,7 +101,10 @@ impl Progress {
                 bar.set_message(line.to_owned());
             }
             None if step.is_multiple_of(self.every) || batch == batches => {
-                println!("epoch {} step {step} [{batch}/{batches}] {line}", epoch + 1);
+                say(&format!(
+                    "epoch {} step {step} [{batch}/{batches}] {line}",
+                    epoch + 1
+                ));
             }
             None => {}
         }
@@ -111,7 +114,7 @@ impl Progress {
     pub fn println(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(message),
-            None => println!("{message}"),
+            None => say(message),
         }
     }
 
@@ -177,6 +180,12 @@ impl CollapseWatch {
         }
         None
     }
+}
+
+/// Prints a line on stdout, ignoring a closed pipe (`triplet train … | head` must not stop
+/// or crash the training: its record is `metrics.jsonl`).
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// A JSON number, or null for NaN and infinities.
