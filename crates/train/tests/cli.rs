@@ -524,3 +524,34 @@ fn a_closed_stdout_does_not_stop_training() {
     assert!(text(&result.stderr).is_empty(), "{}", text(&result.stderr));
     assert!(out.join("model.bpk").is_file());
 }
+
+/// A CSV list (`path,label`, paths relative to the CSV) trains like a folder.
+#[test]
+fn trains_from_a_csv_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("pics")).unwrap();
+    let mut csv = String::from("path,label\n");
+    for i in 0..24 {
+        let class = i % 4;
+        png(&tmp.path().join(format!("pics/{i}.png")), class, i);
+        csv.push_str(&format!("pics/{i}.png,kind{class}\n"));
+    }
+    let list = tmp.path().join("list.csv");
+    fs::write(&list, csv).unwrap();
+    let config = write_config(tmp.path(), "[data]\nsize = [12, 12]\n[train]\nepochs = 1\n");
+    let out = tmp.path().join("run");
+    let result = train(&config, &list, &out, &[]);
+    let stdout = text(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{stdout}\n{}",
+        text(&result.stderr)
+    );
+    // kind0 and kind1 train, kind2 and kind3 (the last 40 %) are held out.
+    assert!(
+        stdout.contains("training on 12 images of 2 classes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("input 3×12×12"), "{stdout}");
+    assert!(stdout.contains("unseen classes kind2, kind3"), "{stdout}");
+}
