@@ -20,6 +20,80 @@ pub struct Cli {
 pub enum Command {
     /// Train an embedding model; `--resume` continues the run in `--out`.
     Train(TrainArgs),
+    /// Retrieval metrics of a trained model: P@1, Recall@1/2/4/8, R-Precision, MAP@R.
+    Eval(EvalArgs),
+    /// Embed images with a trained model: embeddings.npy, labels.csv, vectors.tsv,
+    /// metadata.tsv.
+    Embed(EmbedArgs),
+    /// Export a trained model's weights to safetensors.
+    Export(ExportArgs),
+}
+
+/// `triplet eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A run folder (its best checkpoint by validation MAP@R, else its latest), a checkpoint
+    /// folder, or a model file (`model.bpk`, with the run's config.toml beside it or in its run
+    /// folder).
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub checkpoint: PathBuf,
+    /// The queries: an image folder, an IDX file or folder (a folder's t10k test images when it
+    /// has them), or a CSV list. Without --reference, each query is ranked against all the
+    /// others (leave-one-out).
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// The references the queries are ranked against (an IDX folder: its training images).
+    #[arg(long, value_name = "PATH")]
+    pub reference: Option<PathBuf>,
+    /// Where metrics.json (and the plots) go. Default: the run folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Device: flex (default, alias cpu), ndarray, wgpu, cuda; gpu = cuda if built, else wgpu.
+    #[arg(long, value_name = "NAME", default_value = "flex")]
+    pub backend: String,
+    /// Also write embeddings_pca.png (a PCA map of the query embeddings by class) and, for a
+    /// run, curves.png (loss, active triplets, validation MAP@R).
+    #[arg(long)]
+    pub plot: bool,
+    /// Only these classes (comma-separated names, e.g. `6,7,8,9`), in queries and references.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+}
+
+/// `triplet embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// A run folder (its best checkpoint, else its latest), a checkpoint folder, or a model
+    /// file.
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub checkpoint: PathBuf,
+    /// The images: an image folder, an IDX file or folder (a folder's t10k test images when it
+    /// has them), or a CSV list.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// Output folder: embeddings.npy (float32 [N, dim]), labels.csv (path,label, same order),
+    /// vectors.tsv and metadata.tsv (TensorBoard Embedding Projector).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Device: flex (default, alias cpu), ndarray, wgpu, cuda; gpu = cuda if built, else wgpu.
+    #[arg(long, value_name = "NAME", default_value = "flex")]
+    pub backend: String,
+    /// Only these classes (comma-separated names).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+}
+
+/// `triplet export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run folder (its best checkpoint, else its latest), a checkpoint folder, or a model
+    /// file.
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub checkpoint: PathBuf,
+    /// The safetensors file to write (tensor names are module paths; the run's config is in
+    /// the metadata as `triplet_config`).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub out: PathBuf,
 }
 
 /// `triplet train`.

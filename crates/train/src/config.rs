@@ -359,6 +359,15 @@ pub struct TrainConfig {
     pub log_every_steps: u64,
     /// Images per forward pass when embedding the evaluation split. Default: 256.
     pub eval_batch: usize,
+    /// Validate on the evaluation split every N epochs, and after the last: P@1, Recall@K,
+    /// R-Precision and MAP@R (leave-one-out); the checkpoint with the best MAP@R is kept as
+    /// `checkpoints/best`. 0: evaluate only at the end. Default: 1.
+    pub validate_every_epochs: u64,
+    /// Stop after N validations without a better MAP@R (0: never). Default: 0.
+    pub early_stopping_patience: u64,
+    /// Write `curves.png` and `embeddings_pca.png` into the run folder at the end. Default:
+    /// true.
+    pub plots: bool,
 }
 
 impl Default for TrainConfig {
@@ -370,6 +379,9 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             log_every_steps: 20,
             eval_batch: 256,
+            validate_every_epochs: 1,
+            early_stopping_patience: 0,
+            plots: true,
         }
     }
 }
@@ -558,6 +570,12 @@ impl ExperimentConfig {
         }
         if t.eval_batch == 0 {
             return bad("train.eval_batch", "must be at least 1, got 0".into());
+        }
+        if t.early_stopping_patience > 0 && t.validate_every_epochs == 0 {
+            return bad(
+                "train.early_stopping_patience",
+                "needs validation: set train.validate_every_epochs to at least 1".into(),
+            );
         }
         Ok(())
     }

@@ -75,3 +75,15 @@ impl Backend {
         }
     }
 }
+
+/// The host CPU device (flex when compiled in, else ndarray, else Burn's default): where
+/// initial weights are drawn and where the plain-slice metric functions compute.
+pub fn host() -> Device {
+    #[cfg(feature = "flex")]
+    return Device::flex();
+    #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+    #[allow(deprecated)]
+    return Device::ndarray();
+    #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+    return Device::default();
+}

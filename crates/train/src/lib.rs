@@ -1,6 +1,6 @@
 //! The `triplet` command-line tool as a library: data sources and the streaming loader, P×K
-//! sampling, the experiment config, training with checkpoints and resume, and retrieval
-//! metrics.
+//! sampling, the experiment config, training with checkpoints and resume, retrieval metrics,
+//! evaluation, embedding export and plots.
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 #![deny(missing_docs)]
@@ -44,5 +44,30 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
             Ok(())
         }
+        Command::Eval(args) => {
+            let backend = args.backend.parse().map_err(anyhow::Error::msg)?;
+            eval::command::eval(&eval::command::EvalOptions {
+                checkpoint: args.checkpoint,
+                data: args.data,
+                reference: args.reference,
+                out: args.out,
+                backend,
+                plot: args.plot,
+                classes: args.classes,
+            })?;
+            Ok(())
+        }
+        Command::Embed(args) => {
+            let backend = args.backend.parse().map_err(anyhow::Error::msg)?;
+            eval::command::embed_command(&eval::command::EmbedCommand {
+                checkpoint: args.checkpoint,
+                data: args.data,
+                out: args.out,
+                backend,
+                classes: args.classes,
+            })?;
+            Ok(())
+        }
+        Command::Export(args) => eval::command::export(&args.checkpoint, &args.out),
     }
 }

@@ -27,6 +27,8 @@ pub struct Batch {
     pub images: Vec<f32>,
     /// Class of each image.
     pub labels: Vec<i64>,
+    /// Index in the image set of each image.
+    pub indices: Vec<usize>,
     /// Images in the batch (requested minus skipped).
     pub count: usize,
     /// Images of this batch left out because they cannot be decoded.
@@ -75,6 +77,7 @@ impl Job {
         let members = &self.batches[position];
         let mut images = Vec::with_capacity(members.len() * self.transform.image_len());
         let mut labels = Vec::with_capacity(members.len());
+        let mut indices = Vec::with_capacity(members.len());
         let mut new_errors = Vec::new();
         let mut skipped = 0;
         let (seed, epoch, first) = self.key;
@@ -93,6 +96,7 @@ impl Job {
                         .apply(&mut chw, image_key(seed, epoch, first + position, slot));
                     images.extend_from_slice(&chw);
                     labels.push(self.set.labels()[i] as i64);
+                    indices.push(i);
                 }
                 failure => {
                     skipped += 1;
@@ -118,6 +122,7 @@ impl Job {
             count: labels.len(),
             images,
             labels,
+            indices,
             skipped,
             new_errors,
         }

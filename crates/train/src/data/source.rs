@@ -43,6 +43,8 @@ enum Items {
     Idx {
         images: Arc<IdxImages>,
         rows: Vec<usize>,
+        /// The images file, for names.
+        file: Arc<PathBuf>,
     },
 }
 
@@ -76,12 +78,13 @@ impl ImageSet {
         }
     }
 
-    fn from_idx(images: IdxImages, labels: Vec<u8>) -> Self {
+    fn from_idx(file: &Path, images: IdxImages, labels: Vec<u8>) -> Self {
         let (present, labels) = compact(&labels);
         Self {
             items: Items::Idx {
                 rows: (0..images.count).collect(),
                 images: Arc::new(images),
+                file: Arc::new(file.to_owned()),
             },
             labels,
             classes: present.iter().map(u8::to_string).collect(),
@@ -117,11 +120,11 @@ impl ImageSet {
         }
     }
 
-    /// A human name for image `i`: its path, or `file#row` for IDX data.
+    /// A name for image `i`: its path, or `file#row` for IDX data (row from 0).
     pub fn describe(&self, i: usize) -> String {
         match &self.items {
             Items::Files(paths) => paths[i].display().to_string(),
-            Items::Idx { rows, .. } => format!("IDX image {}", rows[i]),
+            Items::Idx { rows, file, .. } => format!("{}#{}", file.display(), rows[i]),
         }
     }
 
@@ -145,7 +148,7 @@ impl ImageSet {
     ) -> Result<Vec<f32>, DecodeError> {
         match &self.items {
             Items::Files(paths) => decode(&paths[i], channels, height, width),
-            Items::Idx { images, rows } => {
+            Items::Idx { images, rows, .. } => {
                 let pixels = images.image(rows[i]);
                 let grey: Vec<f32> = if [images.rows, images.cols] == [height, width] {
                     pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
@@ -182,9 +185,10 @@ impl ImageSet {
                 Items::Files(paths) => {
                     Items::Files(keep.iter().map(|&i| paths[i].clone()).collect())
                 }
-                Items::Idx { images, rows } => Items::Idx {
+                Items::Idx { images, rows, file } => Items::Idx {
                     images: Arc::clone(images),
                     rows: keep.iter().map(|&i| rows[i]).collect(),
+                    file: Arc::clone(file),
                 },
             },
             labels,
@@ -291,5 +295,5 @@ fn open_idx(images: &Path) -> Result<ImageSet, DataError> {
         });
     };
     let (imgs, lbls) = read_split(images, labels)?;
-    Ok(ImageSet::from_idx(imgs, lbls))
+    Ok(ImageSet::from_idx(images, imgs, lbls))
 }

@@ -1,26 +1,180 @@
-//! Retrieval metrics of Musgrave et al., "A Metric Learning Reality Check" (2020), in
-//! leave-one-out mode (each image queries all the others): P@1, R-Precision and MAP@R.
+//! Retrieval metrics of Musgrave et al., "A Metric Learning Reality Check" (2020): P@1,
+//! Recall@K (K = 1, 2, 4, 8), R-Precision and MAP@R, in leave-one-out mode (each item queries
+//! all the others) or query-against-reference mode.
 //!
-//! Neighbours are ranked by distance, ties by index. A query whose class has no other member
-//! has no relevant item and is left out of the averages (pytorch-metric-learning does the same).
+//! For a query with R relevant references (same class; in leave-one-out, other members of its
+//! class), ranked nearest first by distance and then by reference index:
+//! - P@1: the nearest is relevant;
+//! - Recall@K: some relevant item among the K nearest;
+//! - R-Precision: (relevant among the R nearest) / R;
+//! - MAP@R: (1/R) Σ_{i ≤ R} P(i)·rel(i), P(i) the precision of the i nearest.
+//!
+//! A query with no relevant reference (R = 0) is left out of every average, as
+//! pytorch-metric-learning's `AccuracyCalculator` does. Exact ties are ranked by reference index
+//! (deterministic); pytorch-metric-learning takes `torch.topk`'s order there, which is not
+//! specified (see `tests/retrieval_golden.rs`). The nearest neighbours come from
+//! [`super::knn`]: exact, in blocks of query rows on the given device.
 
+use std::collections::HashMap;
+
+use burn::tensor::Device;
+use serde_json::{Value, json};
 use triplet_loss::Distance;
 
-/// Leave-one-out retrieval quality of a labelled set of embeddings.
+use super::knn::{KnnError, for_each_ranked};
+
+/// The K of Recall@K.
+pub const RECALL_AT: [usize; 4] = [1, 2, 4, 8];
+
+/// Retrieval quality of a labelled set of embeddings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Retrieval {
     /// Fraction of queries whose nearest neighbour has their class.
     pub precision_at_1: f64,
-    /// Mean over queries of (relevant among the R nearest) / R, R = other members of the class.
+    /// Mean over queries of (relevant among the R nearest) / R.
     pub r_precision: f64,
     /// Mean over queries of (1/R) Σ_{i ≤ R} P(i)·rel(i).
     pub map_at_r: f64,
-    /// Queries counted (those with at least one other member of their class).
+    /// Recall@1, 2, 4, 8 ([`RECALL_AT`]): fraction of queries with a relevant item among the K
+    /// nearest.
+    pub recall_at: [f64; 4],
+    /// Queries counted (those with at least one relevant reference).
     pub queries: usize,
+    /// Queries given, counted or not.
+    pub total_queries: usize,
 }
 
-/// Ranks, for every row of `embeddings` (`n × dim`, row-major), all other rows, and scores them.
+impl Retrieval {
+    /// The metrics under pytorch-metric-learning's key names (`precision_at_1`, `r_precision`,
+    /// `mean_average_precision_at_r`, `recall_at_1`, …), plus `queries` counted.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "precision_at_1": self.precision_at_1,
+            "r_precision": self.r_precision,
+            "mean_average_precision_at_r": self.map_at_r,
+        });
+        for (k, r) in RECALL_AT.iter().zip(self.recall_at) {
+            v[format!("recall_at_{k}")] = json!(r);
+        }
+        v["queries"] = json!(self.queries);
+        v["queries_without_relevant_reference"] = json!(self.total_queries - self.queries);
+        v
+    }
+}
+
+/// Scores of one query.
+#[derive(Debug, Clone, Copy, Default)]
+struct QueryScore {
+    p1: f64,
+    rp: f64,
+    map: f64,
+    recall: [f64; 4],
+}
+
+/// Scores one query from the relevance of its ranked neighbours (nearest first, at least
+/// `min(r, available)` of them) and its number `r ≥ 1` of relevant references.
+fn score(relevant: impl Iterator<Item = bool>, r: usize) -> QueryScore {
+    let mut s = QueryScore::default();
+    let (mut hits, mut first_hit) = (0usize, None);
+    let depth = r.max(RECALL_AT[RECALL_AT.len() - 1]);
+    for (i, rel) in relevant.take(depth).enumerate() {
+        if !rel {
+            continue;
+        }
+        first_hit.get_or_insert(i);
+        if i < r {
+            hits += 1;
+            s.map += hits as f64 / (i + 1) as f64;
+        }
+    }
+    s.p1 = f64::from(u8::from(first_hit == Some(0)));
+    for (slot, &k) in s.recall.iter_mut().zip(&RECALL_AT) {
+        *slot = f64::from(u8::from(first_hit.is_some_and(|i| i < k)));
+    }
+    s.rp = hits as f64 / r as f64;
+    s.map /= r as f64;
+    s
+}
+
+/// Retrieval metrics of `queries` (`n × dim`, row-major, labels `query_labels`) against
+/// `references` (with their labels), or against themselves leaving each out when `references`
+/// is `None`. Labels are compared by value. Neighbours are computed on `device`.
+pub fn retrieval(
+    queries: &[f32],
+    query_labels: &[usize],
+    references: Option<(&[f32], &[usize])>,
+    dim: usize,
+    distance: Distance,
+    device: &Device,
+) -> Result<Retrieval, KnnError> {
+    let leave_one_out = references.is_none();
+    let ref_labels = references.map_or(query_labels, |r| r.1);
+    if queries.len() != query_labels.len() * dim.max(1) {
+        return Err(KnnError::Shape {
+            what: "queries (for their labels)",
+            len: queries.len(),
+            dim: dim.max(1),
+        });
+    }
+    if let Some((r, l)) = references
+        && r.len() != l.len() * dim.max(1)
+    {
+        return Err(KnnError::Shape {
+            what: "references (for their labels)",
+            len: r.len(),
+            dim: dim.max(1),
+        });
+    }
+    let mut class_size = HashMap::<usize, usize>::new();
+    for &l in ref_labels {
+        *class_size.entry(l).or_default() += 1;
+    }
+    let relevant_count = |q: usize| {
+        let n = class_size.get(&query_labels[q]).copied().unwrap_or(0);
+        n - usize::from(leave_one_out && n > 0)
+    };
+    let k = (0..query_labels.len())
+        .map(relevant_count)
+        .max()
+        .unwrap_or(0)
+        .max(RECALL_AT[RECALL_AT.len() - 1]);
+    let scores = for_each_ranked(
+        queries,
+        references.map(|r| r.0),
+        dim,
+        k,
+        distance,
+        device,
+        |q, ranked| {
+            let r = relevant_count(q);
+            (r > 0).then(|| {
+                let label = query_labels[q];
+                score(ranked.iter().map(|&j| ref_labels[j as usize] == label), r)
+            })
+        },
+    )?;
+    let counted: Vec<QueryScore> = scores.into_iter().flatten().collect();
+    let n = counted.len();
+    let mean = |f: &dyn Fn(&QueryScore) -> f64| {
+        if n == 0 {
+            0.0
+        } else {
+            counted.iter().map(f).sum::<f64>() / n as f64
+        }
+    };
+    Ok(Retrieval {
+        precision_at_1: mean(&|s| s.p1),
+        r_precision: mean(&|s| s.rp),
+        map_at_r: mean(&|s| s.map),
+        recall_at: [0, 1, 2, 3].map(|i| mean(&|s| s.recall[i])),
+        queries: n,
+        total_queries: query_labels.len(),
+    })
+}
+
+/// Leave-one-out retrieval quality of a labelled set of embeddings (`labels.len() × dim`,
+/// row-major), computed on the host CPU.
 ///
 /// # Panics
 /// If `embeddings.len() != labels.len() * dim`.
@@ -30,72 +184,38 @@ pub fn leave_one_out(
     labels: &[usize],
     distance: Distance,
 ) -> Retrieval {
-    let n = labels.len();
-    assert_eq!(embeddings.len(), n * dim, "embeddings must be labels × dim");
-    let rows: Vec<&[f32]> = embeddings.chunks_exact(dim.max(1)).collect();
-    let norms: Vec<f64> = rows
-        .iter()
-        .map(|r| {
-            r.iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt()
-        })
-        .collect();
-    let mut class_size = std::collections::HashMap::<usize, usize>::new();
-    for &l in labels {
-        *class_size.entry(l).or_default() += 1;
-    }
-    let (mut p1, mut rp, mut map, mut queries) = (0.0, 0.0, 0.0, 0usize);
-    let mut order: Vec<(f64, usize)> = Vec::with_capacity(n);
-    for q in 0..n {
-        let r = class_size[&labels[q]] - 1;
-        if r == 0 {
-            continue;
-        }
-        order.clear();
-        for j in (0..n).filter(|&j| j != q) {
-            let dot: f64 = rows[q]
-                .iter()
-                .zip(rows[j])
-                .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                .sum();
-            let d = match distance {
-                Distance::Cosine => {
-                    let denom = norms[q] * norms[j];
-                    if denom > 0.0 { 1.0 - dot / denom } else { 1.0 }
-                }
-                _ => norms[q] * norms[q] + norms[j] * norms[j] - 2.0 * dot,
-            };
-            order.push((d, j));
-        }
-        order.select_nth_unstable_by(r - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        order[..r].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let (mut hits, mut ap) = (0usize, 0.0);
-        for (i, &(_, j)) in order[..r].iter().enumerate() {
-            if labels[j] == labels[q] {
-                hits += 1;
-                ap += hits as f64 / (i + 1) as f64;
-            }
-        }
-        p1 += f64::from(u8::from(labels[order[0].1] == labels[q]));
-        rp += hits as f64 / r as f64;
-        map += ap / r as f64;
-        queries += 1;
-    }
-    let mean = |x: f64| {
-        if queries == 0 {
-            0.0
-        } else {
-            x / queries as f64
-        }
-    };
-    Retrieval {
-        precision_at_1: mean(p1),
-        r_precision: mean(rp),
-        map_at_r: mean(map),
+    retrieval(
+        embeddings,
+        labels,
+        None,
+        dim,
+        distance,
+        &crate::device::host(),
+    )
+    .expect("embeddings must be labels × dim")
+}
+
+/// Retrieval quality of `queries` against `references`, computed on the host CPU.
+///
+/// # Panics
+/// If an embedding slice is not its labels × `dim`.
+pub fn query_reference(
+    queries: &[f32],
+    query_labels: &[usize],
+    references: &[f32],
+    reference_labels: &[usize],
+    dim: usize,
+    distance: Distance,
+) -> Retrieval {
+    retrieval(
         queries,
-    }
+        query_labels,
+        Some((references, reference_labels)),
+        dim,
+        distance,
+        &crate::device::host(),
+    )
+    .expect("embeddings must be labels × dim")
 }
 
 #[cfg(test)]
@@ -119,6 +239,32 @@ mod tests {
         assert!((m.precision_at_1 - 2.0 / 5.0).abs() < 1e-12);
         assert!((m.r_precision - 1.0 / 5.0).abs() < 1e-12);
         assert!((m.map_at_r - 1.0 / 5.0).abs() < 1e-12);
+        // Recall@2: q0 [a, b] yes, q1 [a, b] yes, q2 [a, a] no, q3 [b, b] no, q4 [a, b] yes.
+        assert!((m.recall_at[1] - 3.0 / 5.0).abs() < 1e-12);
+        // Recall@4: every query has a relevant item among all four others.
+        assert_eq!(m.recall_at[2], 1.0);
+    }
+
+    #[test]
+    fn query_reference_leaves_out_queries_without_relevant_references() {
+        // References: class 0 at 0 and 10, class 1 at 1. Queries: 0.4 (class 0), 9 (class 0),
+        // 5 (class 2, absent from the references: not counted).
+        let refs = [0.0f32, 10.0, 1.0];
+        let m = query_reference(
+            &[0.4, 9.0, 5.0],
+            &[0, 0, 2],
+            &refs,
+            &[0, 0, 1],
+            1,
+            Distance::Euclidean,
+        );
+        assert_eq!((m.queries, m.total_queries), (2, 3));
+        // q 0.4: ranking 0(a), 1(b), 10(a); R = 2 → P@1 1, RP 1/2, MAP (1/2)(1) = 0.5.
+        // q 9: ranking 10(a), 1(b), 0(a) → P@1 1, RP 1/2, MAP 0.5.
+        assert_eq!(m.precision_at_1, 1.0);
+        assert!((m.r_precision - 0.5).abs() < 1e-12);
+        assert!((m.map_at_r - 0.5).abs() < 1e-12);
+        assert_eq!(m.to_json()["queries_without_relevant_reference"], 1);
     }
 
     #[test]

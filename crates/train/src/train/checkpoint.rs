@@ -16,8 +16,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::sampler::SamplerState;
 
+/// The best validation so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    /// Step of the checkpoint.
+    pub step: u64,
+    /// Epochs completed at that point.
+    pub epoch: u64,
+    /// Its validation MAP@R.
+    pub map_at_r: f64,
+}
+
 /// Where a run stands, saved with each checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     /// Optimiser steps taken.
     pub step: u64,
@@ -27,6 +38,12 @@ pub struct RunState {
     pub seed: u64,
     /// Images found unreadable so far (counted again after a resume as they are met).
     pub skipped_images: u64,
+    /// The best validation so far (its checkpoint is kept and named by `checkpoints/best`).
+    #[serde(default)]
+    pub best: Option<Best>,
+    /// Validations since the best one, for early stopping.
+    #[serde(default)]
+    pub validations_since_best: u64,
 }
 
 /// A checkpoint read back.
@@ -48,6 +65,7 @@ const OPTIMIZER: &str = "optimizer.bpk";
 const STATE: &str = "state.json";
 const CONFIG: &str = "config.toml";
 const LATEST: &str = "latest";
+const BEST: &str = "best";
 
 /// The checkpoints folder of a run.
 pub fn folder(out: &Path) -> PathBuf {
@@ -142,12 +160,46 @@ fn list(root: &Path) -> Result<Vec<PathBuf>> {
 fn prune(root: &Path, keep: usize) -> Result<()> {
     let dirs = list(root)?;
     let latest = fs::read_to_string(root.join(LATEST)).unwrap_or_default();
+    let best = fs::read_to_string(root.join(BEST)).unwrap_or_default();
     for old in &dirs[..dirs.len().saturating_sub(keep)] {
-        if old.file_name().and_then(|n| n.to_str()) != Some(latest.trim()) {
+        let name = old.file_name().and_then(|n| n.to_str());
+        if name != Some(latest.trim()) && name != Some(best.trim()) {
             fs::remove_dir_all(old).with_context(|| format!("removing {}", old.display()))?;
         }
     }
     Ok(())
+}
+
+/// Names checkpoint `dir` (a folder `save` returned) as the run's best; it is kept from then on
+/// whatever `keep` says, until another is named.
+pub fn mark_best(out: &Path, dir: &Path) -> Result<()> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("a checkpoint folder has a name")?;
+    let root = folder(out);
+    write_atomic(&root.join(BEST), name.as_bytes())
+}
+
+/// The checkpoint folder `checkpoints/<pointer>` names (`best` or `latest`), if complete.
+fn named(root: &Path, pointer: &str) -> Result<Option<PathBuf>> {
+    let dirs = list(root)?;
+    Ok(fs::read_to_string(root.join(pointer))
+        .ok()
+        .map(|name| root.join(name.trim()))
+        .filter(|dir| dirs.contains(dir)))
+}
+
+/// The run's best checkpoint folder (by validation MAP@R), else its latest, else `None`.
+pub fn best_or_latest(out: &Path) -> Result<Option<(PathBuf, &'static str)>> {
+    let root = folder(out);
+    if let Some(dir) = named(&root, BEST)? {
+        return Ok(Some((dir, "best")));
+    }
+    if let Some(dir) = named(&root, LATEST)? {
+        return Ok(Some((dir, "latest")));
+    }
+    Ok(list(&root)?.pop().map(|dir| (dir, "latest")))
 }
 
 /// True when `out` holds at least one checkpoint.
@@ -159,11 +211,7 @@ pub fn exists(out: &Path) -> Result<bool> {
 pub fn load_latest(out: &Path) -> Result<Checkpoint> {
     let root = folder(out);
     let dirs = list(&root)?;
-    let named = fs::read_to_string(root.join(LATEST))
-        .ok()
-        .map(|name| root.join(name.trim()))
-        .filter(|dir| dirs.contains(dir));
-    let Some(dir) = named.or_else(|| dirs.last().cloned()) else {
+    let Some(dir) = named(&root, LATEST)?.or_else(|| dirs.last().cloned()) else {
         bail!(
             "nothing to resume in {}: it holds no checkpoint (start the run without --resume)",
             out.display()
@@ -215,7 +263,33 @@ mod tests {
             },
             seed: 1,
             skipped_images: 0,
+            best: None,
+            validations_since_best: 0,
         }
+    }
+
+    #[test]
+    fn the_best_checkpoint_survives_pruning_and_is_found_first() {
+        let out = tempfile::tempdir().unwrap();
+        assert!(best_or_latest(out.path()).unwrap().is_none());
+        let first = save(out.path(), &state(1), "cfg", &[1], &[1], 1).unwrap();
+        assert_eq!(
+            best_or_latest(out.path()).unwrap().unwrap(),
+            (first.clone(), "latest")
+        );
+        mark_best(out.path(), &first).unwrap();
+        for step in 2..=4 {
+            save(out.path(), &state(step), "cfg", &[step as u8], &[9], 1).unwrap();
+        }
+        // keep = 1 keeps the latest, and the best besides.
+        let names: Vec<_> = list(&folder(out.path())).unwrap();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&first));
+        assert_eq!(
+            best_or_latest(out.path()).unwrap().unwrap(),
+            (first, "best")
+        );
+        assert_eq!(load_latest(out.path()).unwrap().state.step, 4);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bytes, Int, Tensor, TensorData};
 use serde_json::json;
 use triplet_model::EmbeddingModel;
 
@@ -23,8 +23,11 @@ use crate::data::loader::{BadImages, Loader, LoaderOptions};
 use crate::data::sampler::SamplerState;
 use crate::data::source::{self, ImageSet};
 use crate::device::Backend;
-use crate::eval::metrics::{Retrieval, leave_one_out};
-use checkpoint::RunState;
+use crate::eval::embed::{EmbedOptions, Embedded, embed, model_device};
+use crate::eval::metrics::Retrieval;
+use crate::eval::metrics::retrieval;
+use crate::eval::plot;
+use checkpoint::{Best, RunState};
 use report::{CollapseWatch, MetricsLog, Progress, num, say};
 
 pub use setup::{Plan, learning_rate};
@@ -102,6 +105,12 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
 
     let source = source::open(&data_path)?;
     let plan = setup::plan(&config, source, &data_path)?;
+    // The run's config records the input it resolved (channels, size, normalisation), so that
+    // `triplet eval` and `embed` feed the model exactly what it was trained on.
+    config.data.channels = Some(plan.transform.channels);
+    config.data.size = Some(plan.transform.size);
+    config.data.mean = Some(plan.transform.mean.clone());
+    config.data.std = Some(plan.transform.std.clone());
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     checkpoint::clean_partial(&out)?;
     let config_toml = config.to_toml();
@@ -126,6 +135,8 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         sampler: SamplerState::default(),
         seed: config.train.seed,
         skipped_images: 0,
+        best: None,
+        validations_since_best: 0,
     };
     match &resumed {
         Some(ckpt) => {
@@ -165,6 +176,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         plan.transform.size[1],
     ];
     let mut last_epoch_loss = None;
+    let mut last_validation: Option<(u64, Retrieval, Embedded)> = None;
     let saver = Saver {
         out: &out,
         config: &config_toml,
@@ -277,8 +289,48 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             epoch: epoch + 1,
             batch: 0,
         };
-        let dir = saver.save(&mut state, &bad, &model, &optim)?;
         let seconds = epoch_start.elapsed().as_secs_f64();
+        let every = config.train.validate_every_epochs;
+        let due = every > 0 && ((epoch + 1).is_multiple_of(every) || epoch + 1 == epochs);
+        let mut improved = false;
+        if let (Some(eval), true) = (&plan.eval, due) {
+            let started = Instant::now();
+            let (r, embedded) = evaluate(&model.valid(), eval, &plan.eval_transform, &config)?;
+            improved = state.best.is_none_or(|b| r.map_at_r > b.map_at_r);
+            if improved {
+                state.best = Some(Best {
+                    step: state.step,
+                    epoch: epoch + 1,
+                    map_at_r: r.map_at_r,
+                });
+                state.validations_since_best = 0;
+            } else {
+                state.validations_since_best += 1;
+            }
+            let mut record = r.to_json();
+            record["kind"] = json!("validation");
+            record["epoch"] = json!(epoch + 1);
+            record["step"] = json!(state.step);
+            record["images"] = json!(embedded.indices.len());
+            record["best"] = json!(improved);
+            record["seconds"] = num(started.elapsed().as_secs_f64());
+            metrics.write(&record)?;
+            say(&format!(
+                "validation after epoch {}: {}{}",
+                epoch + 1,
+                summary_line(&r),
+                match state.best {
+                    Some(b) if !improved =>
+                        format!(" (best: epoch {}, {:.4})", b.epoch, b.map_at_r),
+                    _ => " (best so far)".into(),
+                }
+            ));
+            last_validation = Some((state.step, r, embedded));
+        }
+        let dir = saver.save(&mut state, &bad, &model, &optim)?;
+        if improved {
+            checkpoint::mark_best(&out, &dir)?;
+        }
         let mean = |x: f64| {
             if steps == 0 {
                 f64::NAN
@@ -312,40 +364,88 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             100.0 * waited.as_secs_f64() / seconds,
             dir.display()
         ));
+        let patience = config.train.early_stopping_patience;
+        if patience > 0 && state.validations_since_best >= patience && state.sampler.epoch < epochs
+        {
+            say(&format!(
+                "early stopping: MAP@R has not improved for {patience} validation(s); the best \
+                 checkpoint is from epoch {}",
+                state.best.map_or(0, |b| b.epoch)
+            ));
+            break;
+        }
     }
 
     let final_model = out.join("model.bpk");
     checkpoint::write_atomic(&final_model, &model_bytes(&model)?)?;
     say(&format!("model saved to {}", final_model.display()));
 
-    let retrieval = match &plan.eval {
-        Some(eval) => {
-            let started = Instant::now();
-            let r = evaluate(&model.valid(), eval, &plan.eval_transform, &config)?;
-            metrics.write(&json!({
-                "kind": "eval",
-                "step": state.step,
-                "images": eval.len(),
-                "classes": eval.classes().len(),
-                "precision_at_1": num(r.precision_at_1),
-                "r_precision": num(r.r_precision),
-                "mean_average_precision_at_r": num(r.map_at_r),
-            }))?;
-            say(&format!(
-                "retrieval on the evaluation split ({}: {} images, {} classes, leave-one-out, \
-                 {:.1} s): P@1 {:.4}  R-Precision {:.4}  MAP@R {:.4}",
-                plan.eval_description,
-                eval.len(),
-                eval.classes().len(),
-                started.elapsed().as_secs_f64(),
-                r.precision_at_1,
-                r.r_precision,
-                r.map_at_r
-            ));
-            Some(r)
-        }
-        None => None,
+    let evaluated = match (&plan.eval, last_validation) {
+        (None, _) => None,
+        // The last epoch was just validated with these very weights.
+        (Some(_), Some((step, r, embedded))) if step == state.step => Some((r, embedded)),
+        (Some(eval), _) => Some(evaluate(
+            &model.valid(),
+            eval,
+            &plan.eval_transform,
+            &config,
+        )?),
     };
+    if let (Some(eval), Some((r, embedded))) = (&plan.eval, &evaluated) {
+        let mut record = r.to_json();
+        record["kind"] = json!("eval");
+        record["step"] = json!(state.step);
+        record["images"] = json!(embedded.indices.len());
+        record["classes"] = json!(eval.classes().len());
+        metrics.write(&record)?;
+        say(&format!(
+            "retrieval on the evaluation split ({}: {} images, {} classes, leave-one-out): {}",
+            plan.eval_description,
+            embedded.indices.len(),
+            eval.classes().len(),
+            summary_line(r),
+        ));
+    }
+    if let Some(best) = state.best {
+        say(&format!(
+            "best checkpoint: epoch {} (step {}), MAP@R {:.4}; `triplet eval --checkpoint {}` \
+             uses it",
+            best.epoch,
+            best.step,
+            best.map_at_r,
+            out.display()
+        ));
+    }
+    if config.train.plots {
+        let mut written = Vec::new();
+        if plot::write_curves(&out, &out)? {
+            written.push("curves.png");
+        }
+        if let (Some(eval), Some((_, embedded))) = (&plan.eval, &evaluated) {
+            let png = plot::pca_png(
+                &embedded.embeddings,
+                embedded.dim,
+                &embedded.labels,
+                eval.classes(),
+                &format!(
+                    "PCA of {} embeddings ({})",
+                    embedded.indices.len(),
+                    plan.eval_description
+                ),
+                10_000,
+            )?;
+            checkpoint::write_atomic(&out.join("embeddings_pca.png"), &png)?;
+            written.push("embeddings_pca.png");
+        }
+        if !written.is_empty() {
+            say(&format!(
+                "plots: {} in {}",
+                written.join(", "),
+                out.display()
+            ));
+        }
+    }
+    let retrieval = evaluated.map(|e| e.0);
     Ok(TrainSummary {
         steps: state.step,
         last_epoch_loss,
@@ -395,71 +495,39 @@ impl Saver<'_> {
     }
 }
 
-/// Embeds `set` (no augmentation) and scores leave-one-out retrieval.
+/// One line of metrics.
+pub fn summary_line(r: &Retrieval) -> String {
+    format!(
+        "P@1 {:.4}  R@2 {:.4}  R@4 {:.4}  R@8 {:.4}  R-Precision {:.4}  MAP@R {:.4}",
+        r.precision_at_1, r.recall_at[1], r.recall_at[2], r.recall_at[3], r.r_precision, r.map_at_r
+    )
+}
+
+/// Embeds `set` (no augmentation) and scores leave-one-out retrieval on the model's device.
 pub fn evaluate(
     model: &EmbeddingModel,
     set: &Arc<ImageSet>,
     transform: &Arc<Transform>,
     config: &ExperimentConfig,
-) -> Result<Retrieval> {
-    let device: Device = model_device(model);
-    let indices: Vec<usize> = (0..set.len()).collect();
-    let chunks: Vec<Vec<usize>> = indices
-        .chunks(config.train.eval_batch)
-        .map(<[usize]>::to_vec)
-        .collect();
-    let bad = Arc::new(BadImages::default());
-    let mut loader = Loader::spawn(
-        Arc::clone(set),
-        Arc::clone(transform),
-        chunks,
-        Arc::clone(&bad),
-        LoaderOptions {
+) -> Result<(Retrieval, Embedded)> {
+    let embedded = embed(
+        model,
+        set,
+        transform,
+        EmbedOptions {
+            batch: config.train.eval_batch,
             workers: config.data.workers,
             prefetch: config.data.prefetch,
-            seed: 0,
-            epoch: 0,
-            first_batch: 0,
         },
-    );
-    let [c, h, w] = [transform.channels, transform.size[0], transform.size[1]];
-    let (mut embeddings, mut labels) = (Vec::new(), Vec::new());
-    while let Some(batch) = loader.next_batch() {
-        for message in &batch.new_errors {
-            say(&format!("warning: {message}"));
-        }
-        if batch.count == 0 {
-            continue;
-        }
-        let x = Tensor::<4>::from_data(
-            TensorData::new(batch.images, [batch.count, c, h, w]),
-            &device,
-        );
-        let e: Vec<f32> = model
-            .forward(x)
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        embeddings.extend(e);
-        labels.extend(batch.labels.iter().map(|&l| l as usize));
-    }
-    let dim = if labels.is_empty() {
-        0
-    } else {
-        embeddings.len() / labels.len()
-    };
-    Ok(leave_one_out(
-        &embeddings,
-        dim,
-        &labels,
+        &|line| say(line),
+    )?;
+    let r = retrieval(
+        &embedded.embeddings,
+        &embedded.labels,
+        None,
+        embedded.dim,
         config.loss().distance,
-    ))
-}
-
-fn model_device(model: &EmbeddingModel) -> Device {
-    model
-        .devices()
-        .into_iter()
-        .next()
-        .expect("the model has parameters")
+        &model_device(model),
+    )?;
+    Ok((r, embedded))
 }

@@ -11,7 +11,6 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::store::ModuleRecord;
-use burn::tensor::Device;
 use triplet_model::EmbeddingModelConfig;
 
 use crate::config::{ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleKind, SplitKind};
@@ -304,10 +303,7 @@ pub fn learning_rate(config: &ExperimentConfig, step: u64, total: u64, per_epoch
 /// Fresh weights drawn from `seed` on the host CPU backend, so that every backend starts a run
 /// from the same weights (falls back to the default device without the `flex` feature).
 pub fn initial_weights(config: &EmbeddingModelConfig, seed: u64) -> ModuleRecord {
-    #[cfg(feature = "flex")]
-    let device = Device::flex();
-    #[cfg(not(feature = "flex"))]
-    let device = Device::default();
+    let device = crate::device::host();
     device.seed(seed);
     config.init(&device).into_record()
 }

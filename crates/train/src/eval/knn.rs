@@ -1,0 +1,241 @@
+//! Exact k-nearest neighbours in blocks of query rows, on any Burn device.
+//!
+//! The references are uploaded once; each block of queries gets its distances to every
+//! reference from one matrix product on the device (`‖q‖² + ‖r‖² − 2 q·r` for Euclidean, which
+//! ranks like the distance itself; `1 − q̂·r̂` for cosine). Only that block's `rows × references`
+//! distances exist at any time (at most [`BLOCK_ELEMENTS`] values), never the full
+//! `queries × references` matrix. The block is then read back and each row's `k` nearest are
+//! selected on the host in parallel (`select_nth_unstable`, then a sort of the `k`).
+//!
+//! Ranking rule: by distance, then by reference index, so exact ties are deterministic. In
+//! leave-one-out mode the query itself is excluded by index; an identical duplicate stays a
+//! neighbour like any other.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+use triplet_loss::Distance;
+
+/// Most distances computed at once (64 MiB of `f32`).
+pub const BLOCK_ELEMENTS: usize = 1 << 24;
+
+/// Errors of the search.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KnnError {
+    /// A slice is not a whole number of `dim`-sized rows.
+    #[error("{what} has {len} values, not a multiple of the dimension {dim}")]
+    Shape {
+        /// Which input.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The dimension.
+        dim: usize,
+    },
+    /// The device could not hand the distances back.
+    #[error("reading distances back from the device: {0}")]
+    Device(String),
+}
+
+/// Ranks, for every query row, its `k` nearest references and calls `visit(query, ranked)`
+/// with the reference indices nearest first; returns the results in query order.
+///
+/// `references = None` searches `queries` against themselves, leaving each query out.
+/// `ranked` is shorter than `k` when there are fewer candidates.
+pub fn for_each_ranked<T, F>(
+    queries: &[f32],
+    references: Option<&[f32]>,
+    dim: usize,
+    k: usize,
+    distance: Distance,
+    device: &Device,
+    visit: F,
+) -> Result<Vec<T>, KnnError>
+where
+    T: Send,
+    F: Fn(usize, &[u32]) -> T + Sync,
+{
+    let dim = dim.max(1);
+    let rows = |what, data: &[f32]| {
+        if data.len().is_multiple_of(dim) {
+            Ok(data.len() / dim)
+        } else {
+            Err(KnnError::Shape {
+                what,
+                len: data.len(),
+                dim,
+            })
+        }
+    };
+    let nq = rows("queries", queries)?;
+    let leave_one_out = references.is_none();
+    let references = references.unwrap_or(queries);
+    let nr = rows("references", references)?;
+    let mut out = Vec::with_capacity(nq);
+    if nq == 0 || nr == 0 {
+        out.extend((0..nq).map(|q| visit(q, &[])));
+        return Ok(out);
+    }
+    let cosine = matches!(distance, Distance::Cosine);
+    let prepare = |data: &[f32], n: usize| {
+        let x = Tensor::<2>::from_data(TensorData::new(data.to_vec(), [n, dim]), device);
+        if cosine {
+            let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+            x / norm
+        } else {
+            x
+        }
+    };
+    let refs = prepare(references, nr);
+    let ref_sq = refs.clone().powi_scalar(2).sum_dim(1).reshape([1, nr]);
+    let refs_t = refs.transpose();
+    let block = (BLOCK_ELEMENTS / nr).clamp(1, nq);
+    let k = k.min(nr - usize::from(leave_one_out && nr > 0));
+    for start in (0..nq).step_by(block) {
+        let b = block.min(nq - start);
+        let q = prepare(&queries[start * dim..(start + b) * dim], b);
+        let dots = q.clone().matmul(refs_t.clone());
+        let d = if cosine {
+            dots.neg().add_scalar(1.0)
+        } else {
+            let q_sq = q.powi_scalar(2).sum_dim(1);
+            (dots * -2.0 + q_sq + ref_sq.clone()).clamp_min(0.0)
+        };
+        let d: Vec<f32> = d
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| KnnError::Device(format!("{e:?}")))?;
+        let ranked: Vec<T> = (0..b)
+            .into_par_iter()
+            .map_init(
+                || Vec::with_capacity(nr),
+                |candidates: &mut Vec<(f32, u32)>, row| {
+                    let query = start + row;
+                    let own = leave_one_out.then_some(query);
+                    candidates.clear();
+                    candidates.extend(
+                        d[row * nr..(row + 1) * nr]
+                            .iter()
+                            .enumerate()
+                            .filter(|&(j, _)| Some(j) != own)
+                            .map(|(j, &v)| (v, j as u32)),
+                    );
+                    let order =
+                        |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+                    if k == 0 {
+                        candidates.clear();
+                    } else if k < candidates.len() {
+                        candidates.select_nth_unstable_by(k - 1, order);
+                        candidates.truncate(k);
+                    }
+                    candidates.sort_unstable_by(order);
+                    let indices: Vec<u32> = candidates.iter().map(|c| c.1).collect();
+                    visit(query, &indices)
+                },
+            )
+            .collect();
+        out.extend(ranked);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranked(
+        queries: &[f32],
+        references: Option<&[f32]>,
+        dim: usize,
+        k: usize,
+        distance: Distance,
+    ) -> Vec<Vec<u32>> {
+        for_each_ranked(
+            queries,
+            references,
+            dim,
+            k,
+            distance,
+            &crate::device::host(),
+            |_, r| r.to_vec(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn leave_one_out_excludes_self_by_index_and_breaks_ties_by_index() {
+        // 0 and 1 are the same point: each is the other's nearest (distance 0), self excluded.
+        let x = [0.0f32, 0.0, 1.0, 3.0, 2.0];
+        let r = ranked(&x, None, 1, 4, Distance::Euclidean);
+        assert_eq!(r[0], [1, 2, 4, 3]);
+        assert_eq!(r[1], [0, 2, 4, 3]);
+        // Query 2 (x=1): 0 and 1 at 1, 4 at 1 too: index order.
+        assert_eq!(r[2], [0, 1, 4, 3]);
+        assert_eq!(r[4], [2, 3, 0, 1]);
+    }
+
+    #[test]
+    fn query_reference_keeps_every_reference_and_truncates_to_k() {
+        let refs = [5.0f32, 1.0, 2.0, 1.0];
+        let r = ranked(&[1.0, 4.0], Some(&refs), 1, 2, Distance::Euclidean);
+        assert_eq!(r, [vec![1, 3], vec![0, 2]]);
+        let all = ranked(&[1.0], Some(&refs), 1, 99, Distance::Euclidean);
+        assert_eq!(all, [vec![1, 3, 2, 0]]);
+    }
+
+    #[test]
+    fn cosine_ignores_length() {
+        let refs = [10.0f32, 0.0, 1.0, 1.0, 0.0, 0.1];
+        let r = ranked(&[1.0, 0.2], Some(&refs), 2, 3, Distance::Cosine);
+        assert_eq!(r, [vec![0, 1, 2]]);
+        let e = ranked(&[1.0, 0.2], Some(&refs), 2, 3, Distance::Euclidean);
+        assert_eq!(e, [vec![1, 2, 0]]);
+    }
+
+    /// More queries than fit one block still come back in order and match brute force.
+    #[test]
+    fn blocks_agree_with_brute_force() {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let (dim, nr, nq) = (3, 2000, 9000);
+        let refs: Vec<f32> = (0..nr * dim).map(|_| next()).collect();
+        let queries: Vec<f32> = (0..nq * dim).map(|_| next()).collect();
+        assert!(
+            BLOCK_ELEMENTS / nr < nq,
+            "the test must span several blocks"
+        );
+        let got = ranked(&queries, Some(&refs), dim, 3, Distance::Euclidean);
+        for q in (0..nq).step_by(997) {
+            let mut all: Vec<(f64, u32)> = (0..nr)
+                .map(|j| {
+                    let d: f64 = (0..dim)
+                        .map(|c| f64::from(queries[q * dim + c] - refs[j * dim + c]).powi(2))
+                        .sum();
+                    (d, j as u32)
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let want: Vec<u32> = all[..3].iter().map(|a| a.1).collect();
+            assert_eq!(got[q], want, "query {q}");
+        }
+    }
+
+    #[test]
+    fn ragged_input_is_an_error() {
+        let e = for_each_ranked(
+            &[1.0, 2.0, 3.0],
+            None,
+            2,
+            1,
+            Distance::Euclidean,
+            &crate::device::host(),
+            |_, _| (),
+        );
+        assert!(matches!(e, Err(KnnError::Shape { len: 3, dim: 2, .. })));
+    }
+}
