@@ -555,3 +555,374 @@ fn trains_from_a_csv_list() {
     assert!(stdout.contains("input 3×12×12"), "{stdout}");
     assert!(stdout.contains("unseen classes kind2, kind3"), "{stdout}");
 }
+
+/// Reads a little-endian float32 `.npy` written by `triplet embed`: its shape and values.
+fn read_npy(path: &Path) -> ((usize, usize), Vec<f32>) {
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"));
+    let shape = header.split("'shape': (").nth(1).unwrap();
+    let dims: Vec<usize> = shape
+        .split(')')
+        .next()
+        .unwrap()
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect();
+    let values = bytes[10 + len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    ((dims[0], dims[1]), values)
+}
+
+/// Embeddings of a fixed input by `model` (8×8 grey).
+fn fixed_embeddings(model: &triplet_model::EmbeddingModel) -> Vec<f32> {
+    let device = Device::flex();
+    let input: Vec<f32> = (0..4 * 64)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let x = Tensor::<4>::from_data(TensorData::new(input, [4, 1, 8, 8]), &device);
+    model.forward(x).into_data().try_into_vec::<f32>().unwrap()
+}
+
+fn grey_model() -> triplet_model::EmbeddingModel {
+    EmbeddingModelConfig::new()
+        .with_backbone(SmallCnnConfig::new().with_in_channels(1).into())
+        .init(&Device::flex())
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Validation every epoch keeps the best checkpoint by MAP@R; `eval` on the run folder uses it
+/// and reproduces its validation numbers; `embed` writes numpy, CSV and projector files in one
+/// order; `export` writes safetensors that load back into the same model.
+#[test]
+fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    idx_folder(&data, 6, 20);
+    let config = write_config(
+        tmp.path(),
+        "[sampler]\np = 4\nk = 4\n[train]\nepochs = 5\nkeep_checkpoints = 1\n\
+         validate_every_epochs = 1\n[optimizer]\nlr = 0.01\n",
+    );
+    let out = tmp.path().join("run");
+    let result = train(&config, &data, &out, &[]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+
+    // 6 classes: 4 and 5 are held out (40 %); one validation per epoch.
+    let records = metrics(&out);
+    let validations: Vec<_> = records
+        .iter()
+        .filter(|r| r["kind"] == "validation")
+        .collect();
+    assert_eq!(validations.len(), 5, "{stdout}");
+    let map = |r: &serde_json::Value| r["mean_average_precision_at_r"].as_f64().unwrap();
+    let best = validations
+        .iter()
+        .copied()
+        .reduce(|a, b| if map(b) > map(a) { b } else { a })
+        .unwrap();
+    let best_step = best["step"].as_u64().unwrap();
+    let named = fs::read_to_string(out.join("checkpoints/best")).unwrap();
+    assert_eq!(named.trim(), format!("step-{best_step:09}"));
+    let best_dir = out.join("checkpoints").join(named.trim());
+    assert!(best_dir.join("model.bpk").is_file());
+    for png in ["curves.png", "embeddings_pca.png"] {
+        let img = image::open(out.join(png)).unwrap();
+        assert!(img.width() > 500, "{png}");
+    }
+
+    // eval of the run folder = the best checkpoint, on the same held-out classes.
+    let eval_dir = tmp.path().join("eval");
+    let (d, o, e) = (
+        data.to_str().unwrap(),
+        out.to_str().unwrap(),
+        eval_dir.to_str().unwrap(),
+    );
+    let result = run(&[
+        "eval",
+        "--checkpoint",
+        o,
+        "--data",
+        d,
+        "--classes",
+        "4,5",
+        "--out",
+        e,
+        "--plot",
+    ]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    assert!(stdout.contains("best checkpoint"), "{stdout}");
+    assert!(stdout.contains("MAP@R"), "{stdout}");
+    let m = read_json(&eval_dir.join("metrics.json"));
+    for key in [
+        "precision_at_1",
+        "r_precision",
+        "mean_average_precision_at_r",
+        "recall_at_1",
+        "recall_at_2",
+        "recall_at_4",
+        "recall_at_8",
+    ] {
+        let (a, b) = (m[key].as_f64().unwrap(), best[key].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "{key}: eval {a}, validation {b}");
+    }
+    assert_eq!(m["queries"], 40);
+    assert_eq!(m["mode"], "leave-one-out");
+    assert!(eval_dir.join("embeddings_pca.png").is_file());
+    assert!(eval_dir.join("curves.png").is_file());
+
+    // Query against reference: every query is also a reference, at distance 0.
+    let result = run(&[
+        "eval",
+        "--checkpoint",
+        o,
+        "--data",
+        d,
+        "--reference",
+        d,
+        "--out",
+        e,
+    ]);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let m = read_json(&eval_dir.join("metrics.json"));
+    assert_eq!(m["mode"], "query-reference");
+    assert_eq!(m["queries"], 120);
+    assert_eq!(m["precision_at_1"], 1.0);
+
+    // embed: one row per image, the same order in every file.
+    let emb = tmp.path().join("emb");
+    let result = run(&[
+        "embed",
+        "--checkpoint",
+        o,
+        "--data",
+        d,
+        "--out",
+        emb.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let ((n, dim), values) = read_npy(&emb.join("embeddings.npy"));
+    assert_eq!((n, dim), (120, 64));
+    for row in values.chunks_exact(dim) {
+        let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "L2-normalised: {norm}");
+    }
+    let labels = fs::read_to_string(emb.join("labels.csv")).unwrap();
+    let lines: Vec<&str> = labels.lines().collect();
+    assert_eq!(lines[0], "path,label");
+    assert_eq!(lines.len(), 121);
+    // Image i of the IDX file has class i % 6.
+    for (i, line) in lines[1..].iter().enumerate() {
+        assert!(line.ends_with(&format!("#{i},{}", i % 6)), "{line}");
+    }
+    let vectors = fs::read_to_string(emb.join("vectors.tsv")).unwrap();
+    let first: Vec<f32> = vectors
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(first, values[..dim]);
+    assert_eq!(vectors.lines().count(), 120);
+    let metadata = fs::read_to_string(emb.join("metadata.tsv")).unwrap();
+    assert_eq!(metadata.lines().next(), Some("label\tpath"));
+    assert_eq!(metadata.lines().count(), 121);
+
+    // export: safetensors that load back into the best checkpoint's model.
+    let file = tmp.path().join("model.safetensors");
+    let result = run(&["export", "--checkpoint", o, "--out", file.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let bytes = fs::read(&file).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let config_text = header["__metadata__"]["triplet_config"].as_str().unwrap();
+    assert!(config_text.contains("[model]"), "{config_text}");
+    let names: Vec<&String> = header.as_object().unwrap().keys().collect();
+    assert!(names.iter().any(|k| k.ends_with("weight")), "{names:?}");
+    let best_model = grey_model()
+        .try_load_file(best_dir.join("model.bpk"))
+        .expect("the best checkpoint loads");
+    let mut loaded = grey_model();
+    let applied = burn::store::ModuleSnapshot::load_from(
+        &mut loaded,
+        &mut burn::store::SafetensorsStore::from_file(&file),
+    )
+    .unwrap();
+    assert!(applied.errors.is_empty(), "{applied:?}");
+    assert!(applied.missing.is_empty(), "{applied:?}");
+    assert_eq!(fixed_embeddings(&loaded), fixed_embeddings(&best_model));
+}
+
+/// With patience 1, training stops at the first validation that does not beat the best, and the
+/// best checkpoint is kept.
+#[test]
+fn early_stopping_stops_and_keeps_the_best() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    idx_folder(&data, 6, 20);
+    let config = write_config(
+        tmp.path(),
+        "[sampler]\np = 4\nk = 4\n[train]\nepochs = 40\nearly_stopping_patience = 1\n\
+         [optimizer]\nlr = 0.01\n",
+    );
+    let out = tmp.path().join("run");
+    let result = train(&config, &data, &out, &[]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    let records = metrics(&out);
+    let validations: Vec<_> = records
+        .iter()
+        .filter(|r| r["kind"] == "validation")
+        .collect();
+    let epochs = records.iter().filter(|r| r["kind"] == "epoch").count();
+    assert!(epochs < 40, "stopped early: {stdout}");
+    assert_eq!(validations.len(), epochs);
+    assert!(stdout.contains("early stopping"), "{stdout}");
+    // Every validation before the last improved; the last did not.
+    assert_eq!(validations.last().unwrap()["best"], false);
+    assert!(
+        validations[..validations.len() - 1]
+            .iter()
+            .all(|v| v["best"] == true)
+    );
+    let best = validations[validations.len() - 2];
+    let named = fs::read_to_string(out.join("checkpoints/best")).unwrap();
+    assert_eq!(
+        named.trim(),
+        format!("step-{:09}", best["step"].as_u64().unwrap())
+    );
+}
+
+/// Mistakes with eval, embed and export: one `error:` line naming the problem, no panic.
+#[test]
+fn eval_mistakes_get_one_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    idx_folder(&data, 4, 10);
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let config = write_config(tmp.path(), "[train]\nepochs = 1\n[sampler]\np = 2\nk = 4\n");
+    let out = tmp.path().join("run");
+    let result = train(&config, &data, &out, &[]);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let (d, o, e) = (
+        data.to_str().unwrap(),
+        out.to_str().unwrap(),
+        empty.to_str().unwrap(),
+    );
+    let missing = tmp.path().join("nope");
+    let m = missing.to_str().unwrap();
+    // Weights without any config.toml near them, and a broken weights file beside a config.
+    fs::create_dir_all(tmp.path().join("loose")).unwrap();
+    let weights_only = tmp.path().join("loose/model.bpk");
+    fs::copy(out.join("model.bpk"), &weights_only).unwrap();
+    let w = weights_only.to_str().unwrap();
+    fs::create_dir_all(tmp.path().join("bad")).unwrap();
+    let garbage = tmp.path().join("bad/garbage.bpk");
+    fs::write(&garbage, b"not a model").unwrap();
+    fs::copy(out.join("config.toml"), tmp.path().join("bad/config.toml")).unwrap();
+    let g = garbage.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["eval", "--checkpoint", m, "--data", d],
+            "does not exist",
+        ),
+        (
+            vec!["eval", "--checkpoint", e, "--data", d],
+            "neither a run folder",
+        ),
+        (vec!["eval", "--checkpoint", o, "--data", m], "nope"),
+        (
+            vec!["eval", "--checkpoint", o, "--data", d, "--classes", "3,x"],
+            "`x`",
+        ),
+        (vec!["eval", "--checkpoint", g, "--data", d], "garbage.bpk"),
+        (vec!["eval", "--checkpoint", w, "--data", d], "config.toml"),
+        (
+            vec![
+                "embed",
+                "--checkpoint",
+                o,
+                "--data",
+                d,
+                "--out",
+                o,
+                "--backend",
+                "tpu",
+            ],
+            "unknown backend",
+        ),
+        (vec!["export", "--checkpoint", o, "--out", e], "is a folder"),
+    ];
+    for (args, expected) in cases {
+        let result = run(&args);
+        let stderr = text(&result.stderr);
+        assert!(!result.status.success(), "{args:?} should fail");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, got {stderr}");
+        assert!(
+            lines[0].starts_with("error:") && lines[0].contains(expected),
+            "{args:?}: expected `{expected}` in {stderr}"
+        );
+    }
+}
+
+/// `eval` and `embed` skip unreadable images, name each once, and count them.
+#[test]
+fn eval_and_embed_skip_broken_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    let (corrupt, truncated) = image_folder(&data);
+    let out = tmp.path().join("run");
+    let config = write_config(
+        tmp.path(),
+        "[data]\nsize = [12, 12]\nchannels = 1\n[train]\nepochs = 1\n",
+    );
+    let result = train(&config, &data, &out, &[]);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let eval_dir = tmp.path().join("eval");
+    let result = run(&[
+        "eval",
+        "--checkpoint",
+        o,
+        "--data",
+        d,
+        "--out",
+        eval_dir.to_str().unwrap(),
+    ]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    for bad in [&corrupt, &truncated] {
+        let name = bad.display().to_string();
+        assert_eq!(stdout.matches(&name).count(), 1, "{stdout}");
+    }
+    let m = read_json(&eval_dir.join("metrics.json"));
+    assert_eq!(m["skipped_images"], 2);
+    assert_eq!(m["queries"], 40);
+    let emb = tmp.path().join("emb");
+    let result = run(&[
+        "embed",
+        "--checkpoint",
+        o,
+        "--data",
+        d,
+        "--out",
+        emb.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let labels = fs::read_to_string(emb.join("labels.csv")).unwrap();
+    assert_eq!(labels.lines().count(), 41);
+    assert!(!labels.contains("corrupt.png") && labels.contains("a/0.png,a"));
+}
