@@ -340,6 +340,16 @@ def integer_grid_loo():
     return x, labels
 
 
+def integer_grid_large():
+    """Classes above 32 members (Triplet's k then takes its partition path), many exact ties."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 5, size=(90, 2)).astype(np.float32)
+    labels = np.concatenate([np.full(45, 0), np.full(35, 1), np.full(10, 2)])
+    labels = labels[rng.permutation(90)]
+    assert has_duplicates(x, labels, True) and has_duplicates(x, labels, False)
+    return x, labels
+
+
 def cosine_ties():
     # Parallel power-of-two multiples (identical once normalised), exact duplicates of one class
     # and of two classes, antiparallel, orthogonal and sign-symmetric vectors; class 3 a singleton.
@@ -389,6 +399,11 @@ def main():
                   *integer_grid_qr(), ties=True),
         make_case("query-reference, cosine", "cosine",
                   *clustered_qr(10, [25, 15, 12, 6, 2], [6, 6, 5, 4, 2, 2], 12, 1.0)),
+        make_case("large classes (R above 32), overlapping", "euclidean",
+                  *clustered(12, [60, 45, 40, 2], 6, "euclidean", 0.8)),
+        make_case("large classes, integer grid ties", "euclidean", *integer_grid_large(), ties=True),
+        make_case("query-reference, large reference classes", "euclidean",
+                  *clustered_qr(13, [50, 40, 35], [10, 10, 10], 8, 0.8)),
     ]
     json.dump({
         "source": f"pytorch-metric-learning {pytorch_metric_learning.__version__}, torch {torch.__version__}",

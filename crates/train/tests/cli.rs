@@ -680,7 +680,8 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
     assert!(eval_dir.join("embeddings_pca.png").is_file());
     assert!(eval_dir.join("curves.png").is_file());
 
-    // Query against reference: every query is also a reference, at distance 0.
+    // The same folder as queries and references: leave-one-out instead (each query would find
+    // itself), with a note.
     let result = run(&[
         "eval",
         "--checkpoint",
@@ -693,10 +694,38 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
         e,
     ]);
     assert!(result.status.success(), "{}", text(&result.stderr));
+    assert!(text(&result.stdout).contains("same images"));
+    let m = read_json(&eval_dir.join("metrics.json"));
+    assert_eq!(m["mode"], "leave-one-out");
+    assert_eq!(m["reference"], serde_json::Value::Null);
+    // An IDX folder with t10k files: its test images query its training images. Here the test
+    // files are copies, so every query has an identical reference, at distance 0.
+    for kind in ["images-idx3", "labels-idx1"] {
+        fs::copy(
+            data.join(format!("train-{kind}-ubyte")),
+            data.join(format!("t10k-{kind}-ubyte")),
+        )
+        .unwrap();
+    }
+    let result = run(&[
+        "eval",
+        "--checkpoint",
+        o,
+        "--data",
+        d,
+        "--reference",
+        d,
+        "--out",
+        e,
+    ]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    assert!(stdout.contains("t10k test images") && stdout.contains("training images"));
     let m = read_json(&eval_dir.join("metrics.json"));
     assert_eq!(m["mode"], "query-reference");
     assert_eq!(m["queries"], 120);
     assert_eq!(m["precision_at_1"], 1.0);
+    assert_eq!(m["distance"], "euclidean");
 
     // embed: one row per image, the same order in every file.
     let emb = tmp.path().join("emb");

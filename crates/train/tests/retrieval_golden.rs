@@ -19,6 +19,12 @@
 //! | query-reference, classes missing from references | query-reference | euclidean | 30 | 25 | 0.640000 | 0.580667 | 0.459522 | 0.640000 | 0.840000 | 0.960000 | 0.960000 |
 //! | query-reference, integer grid, queries on references | query-reference | euclidean | 12 | 10 | 0.200000 | 0.290278 | 0.158137 | 0.200000 | 0.600000 | 0.700000 | 0.900000 |
 //! | query-reference, cosine | query-reference | cosine | 25 | 23 | 0.826087 | 0.596957 | 0.514943 | 0.826087 | 0.826087 | 0.913043 | 0.956522 |
+//! | large classes (R above 32), overlapping | leave-one-out | euclidean | 147 | 147 | 0.687075 | 0.525305 | 0.363508 | 0.687075 | 0.850340 | 0.931973 | 0.972789 |
+//! | large classes, integer grid ties | leave-one-out | euclidean | 90 | 90 | 0.422222 | 0.412999 | 0.213546 | 0.422222 | 0.633333 | 0.844444 | 0.933333 |
+//! | query-reference, large reference classes | query-reference | euclidean | 30 | 30 | 0.766667 | 0.614286 | 0.466383 | 0.766667 | 0.866667 | 1.000000 | 1.000000 |
+//!
+//! The last three have classes of more than 32, so the kNN ranks them through its partition path
+//! (`select_nth_unstable`), the others through its one-pass list.
 //!
 //! With PML's default knn (`torch.topk`, whose order among equal distances is unspecified) the
 //! tie cases come out differently, e.g. "ties on a line" P@1 0.2 and MAP@R 0.15 instead of 0.4
@@ -50,7 +56,7 @@ fn metrics_match_pytorch_metric_learning() {
     let golden: Value =
         serde_json::from_str(include_str!("fixtures/retrieval_golden.json")).unwrap();
     let cases = golden["cases"].as_array().unwrap();
-    assert_eq!(cases.len(), 10);
+    assert_eq!(cases.len(), 13);
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let dim = case["dim"].as_u64().unwrap() as usize;

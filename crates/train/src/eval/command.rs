@@ -13,7 +13,7 @@ use super::embed::{EmbedOptions, Embedded, embed};
 use super::export::{Row, write_all};
 use super::metrics::{RECALL_AT, Retrieval, retrieval};
 use super::plot;
-use super::trained::{Trained, load};
+use super::trained::{Trained, load, native_shape};
 use crate::data::source::{self, ImageSet};
 use crate::device::Backend;
 use crate::train::checkpoint::write_atomic;
@@ -28,8 +28,13 @@ enum Part {
     Train,
 }
 
-/// Opens `path` and picks its part; returns the set and a description.
-fn open_part(path: &Path, part: Part, classes: Option<&[String]>) -> Result<(ImageSet, String)> {
+/// Opens `path` and picks its part; returns the set, a description, and whether that is the
+/// training part (the whole source when it has no test part).
+fn open_part(
+    path: &Path,
+    part: Part,
+    classes: Option<&[String]>,
+) -> Result<(ImageSet, String, bool)> {
     let source = source::open(path)?;
     if !source.skipped_files.is_empty() {
         say(&format!(
@@ -38,9 +43,10 @@ fn open_part(path: &Path, part: Part, classes: Option<&[String]>) -> Result<(Ima
             path.display()
         ));
     }
-    let (set, what) = match (part, source.test) {
-        (Part::TestIfAny, Some(test)) => (test, "its t10k test images"),
-        (Part::TestIfAny, None) | (Part::Train, _) => (source.train, "all images"),
+    let (set, what, is_train) = match (part, source.test) {
+        (Part::TestIfAny, Some(test)) => (test, "its t10k test images", false),
+        (Part::Train, Some(_)) => (source.train, "its training images", true),
+        (_, None) => (source.train, "all images", true),
     };
     let set = match classes {
         Some(names) => {
@@ -78,7 +84,7 @@ fn open_part(path: &Path, part: Part, classes: Option<&[String]>) -> Result<(Ima
         set.len(),
         set.classes().len()
     );
-    Ok((set, description))
+    Ok((set, description, is_train))
 }
 
 fn embed_set(trained: &Trained, set: ImageSet) -> Result<(Arc<ImageSet>, Embedded)> {
@@ -123,11 +129,6 @@ pub struct EvalOptions {
     pub classes: Option<Vec<String>>,
 }
 
-/// The data's own input shape, for runs whose config does not record one.
-fn native_shape(path: &Path) -> Option<(usize, [usize; 2])> {
-    source::open(path).ok()?.train.native_shape()
-}
-
 /// Runs `triplet eval`: prints a table and writes `metrics.json`.
 pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     let device = o.backend.device().map_err(anyhow::Error::msg)?;
@@ -138,11 +139,27 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
         .or_else(|| trained.run.clone())
         .unwrap_or_else(|| PathBuf::from("."));
     let classes = o.classes.as_deref();
-    let (queries, query_text) = open_part(&o.data, Part::TestIfAny, classes)?;
-    let references = match &o.reference {
+    let (queries, query_text, queries_are_train) = open_part(&o.data, Part::TestIfAny, classes)?;
+    let mut references = match &o.reference {
         Some(path) => Some(open_part(path, Part::Train, classes)?),
         None => None,
     };
+    // The same images on both sides would make every query its own nearest neighbour.
+    let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if let Some(reference) = &o.reference
+        && queries_are_train
+        && same_file(reference, &o.data)
+    {
+        say(&format!(
+            "note: --reference {} holds the same images as --data, so every query would find \
+             itself; ranking each query against the others instead (leave-one-out)",
+            reference.display()
+        ));
+        references = None;
+    }
     say(&format!(
         "model: {} ({}), backend {}",
         trained.which,
@@ -150,14 +167,14 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
         o.backend
     ));
     say(&format!("queries: {query_text}"));
-    if let Some((_, text)) = &references {
+    if let Some((_, text, _)) = &references {
         say(&format!("references: {text}"));
     }
 
     let started = Instant::now();
     let (query_set, q) = embed_set(&trained, queries)?;
     let refs = match references {
-        Some((set, _)) => Some(embed_set(&trained, set)?),
+        Some((set, _, _)) => Some(embed_set(&trained, set)?),
         None => None,
     };
     // Classes are matched by name between the two sets.
@@ -192,8 +209,11 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
         "leave-one-out"
     };
     say(&format!(
-        "{mode}: {} queries counted of {}, {}-d, {:?} distance, {seconds:.1} s",
-        r.queries, r.total_queries, q.dim, distance
+        "{mode}: {} queries counted of {}, {}-d, {} distance, {seconds:.1} s",
+        r.queries,
+        r.total_queries,
+        q.dim,
+        metrics_name(&trained.config.loss.distance)
     ));
     say("  metric        value");
     say(&format!("  P@1           {:.4}", r.precision_at_1));
@@ -215,9 +235,13 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     metrics["mode"] = json!(mode);
     metrics["checkpoint"] = json!(trained.weights.display().to_string());
     metrics["data"] = json!(o.data.display().to_string());
-    metrics["reference"] = json!(o.reference.as_ref().map(|p| p.display().to_string()));
+    metrics["reference"] = json!(
+        refs.as_ref()
+            .and(o.reference.as_ref())
+            .map(|p| p.display().to_string())
+    );
     metrics["classes"] = json!(o.classes);
-    metrics["distance"] = json!(format!("{distance:?}").to_lowercase());
+    metrics["distance"] = json!(trained.config.loss.distance);
     metrics["dim"] = json!(q.dim);
     metrics["backend"] = json!(o.backend.to_string());
     metrics["seconds"] = json!(seconds);
@@ -252,6 +276,14 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     Ok(r)
 }
 
+/// A config enum as written in the TOML (`squared-euclidean`).
+fn metrics_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// What `triplet embed` was asked to do.
 #[derive(Debug, Clone)]
 pub struct EmbedCommand {
@@ -271,7 +303,7 @@ pub struct EmbedCommand {
 pub fn embed_command(o: &EmbedCommand) -> Result<usize> {
     let device = o.backend.device().map_err(anyhow::Error::msg)?;
     let trained = load(&o.checkpoint, &device, || native_shape(&o.data))?;
-    let (set, text) = open_part(&o.data, Part::TestIfAny, o.classes.as_deref())?;
+    let (set, text, _) = open_part(&o.data, Part::TestIfAny, o.classes.as_deref())?;
     say(&format!(
         "model: {} ({}), backend {}",
         trained.which,

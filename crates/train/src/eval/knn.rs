@@ -2,8 +2,8 @@
 //!
 //! The references are uploaded once; each block of queries gets its dot products with every
 //! reference from one matrix product on the device. Only that block's `rows × references`
-//! values exist at any time (at most [`BLOCK_ELEMENTS`]), never the full `queries × references`
-//! matrix. The block is read back and, row by row in parallel on the host, turned into distances
+//! values exist at any time (at most [`BLOCK_ELEMENTS`], or one row when a row is longer), never
+//! the full `queries × references` matrix. The block is read back and, row by row in parallel on the host, turned into distances
 //! (`max(‖q‖² + ‖r‖² − 2 q·r, 0)` for Euclidean, which ranks like the distance itself;
 //! `1 − q̂·r̂` for cosine) while the `k` nearest are selected: one pass with a short sorted list
 //! for small `k`, `select_nth_unstable` and a sort of the `k` otherwise.
@@ -39,6 +39,17 @@ pub enum KnnError {
         /// The dimension.
         dim: usize,
     },
+    /// An embedding holds NaN or an infinity.
+    #[error("{what} row {row} is not finite (NaN or infinite values)")]
+    NotFinite {
+        /// Which input.
+        what: &'static str,
+        /// The row.
+        row: usize,
+    },
+    /// More references than 32-bit indices can name.
+    #[error("{0} references are more than this search supports (2^32 - 1)")]
+    TooMany(usize),
     /// The device could not hand the distances back.
     #[error("reading distances back from the device: {0}")]
     Device(String),
@@ -78,6 +89,14 @@ where
     let leave_one_out = references.is_none();
     let references = references.unwrap_or(queries);
     let nr = rows("references", references)?;
+    if u32::try_from(nr).is_err() {
+        return Err(KnnError::TooMany(nr));
+    }
+    for (what, data) in [("queries", queries), ("references", references)] {
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(KnnError::NotFinite { what, row: i / dim });
+        }
+    }
     let mut out = Vec::with_capacity(nq);
     if nq == 0 || nr == 0 {
         out.extend((0..nq).map(|q| visit(q, &[])));
@@ -108,7 +127,8 @@ where
         sq_norms(refs.clone())?
     };
     let refs_t = refs.transpose();
-    let block = (BLOCK_ELEMENTS / nr).clamp(1, nq);
+    // The block's query rows count too when the dimension exceeds the references.
+    let block = (BLOCK_ELEMENTS / nr.max(dim)).clamp(1, nq);
     let k = k.min(nr - usize::from(leave_one_out && nr > 0));
     for start in (0..nq).step_by(block) {
         let b = block.min(nq - start);
@@ -285,6 +305,20 @@ mod tests {
         for (s, l) in small.iter().zip(&large) {
             assert_eq!(s[..], l[..5]);
         }
+    }
+
+    #[test]
+    fn non_finite_rows_are_an_error() {
+        let e = for_each_ranked(
+            &[1.0, 2.0, f32::NAN, 0.0],
+            None,
+            2,
+            1,
+            Distance::Euclidean,
+            &crate::device::host(),
+            |_, _| (),
+        );
+        assert!(matches!(e, Err(KnnError::NotFinite { row: 1, .. })));
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub struct Curves {
     pub epoch_loss: Vec<(f64, f64)>,
     /// `(step, active fraction)` of every step.
     pub active: Vec<(f64, f64)>,
-    /// `(epoch, MAP@R, P@1)` of each validation.
+    /// `(epoch, MAP@R, P@1)` of each validation (and of the final evaluation).
     pub validation: Vec<(f64, f64, f64)>,
 }
 
@@ -125,12 +125,14 @@ impl Curves {
                         c.epoch_loss.push((s, l));
                     }
                 }
-                Some("validation") => {
+                // The final evaluation counts as a point unless that epoch was validated.
+                Some(kind @ ("validation" | "eval")) => {
                     if let (Some(e), Some(m), Some(p)) = (
                         get("epoch"),
                         get("mean_average_precision_at_r"),
                         get("precision_at_1"),
-                    ) {
+                    ) && (kind == "validation" || c.validation.last().is_none_or(|v| v.0 != e))
+                    {
                         c.validation.push((e, m, p));
                     }
                 }
@@ -226,9 +228,9 @@ pub fn curves_png(curves: &Curves) -> Result<Vec<u8>> {
         let mut chart = ChartBuilder::on(&panels[2])
             .caption(
                 if curves.validation.is_empty() {
-                    "validation (none run)"
+                    "retrieval on the evaluation split (none run)"
                 } else {
-                    "validation retrieval"
+                    "retrieval on the evaluation split"
                 },
                 (FAMILY, 22),
             )
@@ -364,8 +366,8 @@ pub fn pca_2d(x: &[f32], dim: usize) -> (Vec<[f64; 2]>, [f64; 2]) {
     (projected, explained)
 }
 
-/// A PCA map of embeddings coloured by class, as a PNG; at most `max_points` are drawn (an
-/// even stride through the rows).
+/// A PCA map of embeddings coloured by class, as a PNG; at most `max_points` rows (an even
+/// stride through them) are analysed and drawn.
 pub fn pca_png(
     embeddings: &[f32],
     dim: usize,
@@ -374,8 +376,18 @@ pub fn pca_png(
     title: &str,
     max_points: usize,
 ) -> Result<Vec<u8>> {
-    let (points, explained) = pca_2d(embeddings, dim);
-    let stride = points.len().div_ceil(max_points.max(1)).max(1);
+    // Subsample first (an even stride), so PCA costs at most `max_points · dim²`.
+    let dim = dim.max(1);
+    let n = embeddings.len() / dim;
+    let stride = n.div_ceil(max_points.max(1)).max(1);
+    let sample: Vec<f32> = embeddings
+        .chunks_exact(dim)
+        .step_by(stride)
+        .flatten()
+        .copied()
+        .collect();
+    let labels: Vec<usize> = labels.iter().copied().step_by(stride).collect();
+    let (points, explained) = pca_2d(&sample, dim);
     render(1000, 850, |root| {
         let err = |e: DrawingAreaErrorKind<_>| anyhow!("{e}");
         let (x0, x1) = span(points.iter().map(|p| p[0]));
@@ -401,8 +413,7 @@ pub fn pca_png(
             let colour = class_colour(class, classes);
             let mine = points
                 .iter()
-                .zip(labels)
-                .step_by(stride)
+                .zip(&labels)
                 .filter(|(_, l)| **l == class)
                 .map(|(p, _)| Circle::new((p[0], p[1]), 2, colour.mix(0.7).filled()));
             let series = chart.draw_series(mine).map_err(err)?;
@@ -468,12 +479,15 @@ mod tests {
 {"kind":"step","step":2,"loss":0.4,"active_fraction":0.8}
 not json
 {"kind":"epoch","step":2,"loss":0.45}
-{"kind":"validation","epoch":1,"step":2,"precision_at_1":0.7,"mean_average_precision_at_r":0.3}"#;
+{"kind":"validation","epoch":1,"step":2,"precision_at_1":0.7,"mean_average_precision_at_r":0.3}
+{"kind":"eval","epoch":1,"step":2,"precision_at_1":0.7,"mean_average_precision_at_r":0.3}
+{"kind":"eval","epoch":3,"step":6,"precision_at_1":0.8,"mean_average_precision_at_r":0.4}"#;
         let c = Curves::parse(text);
         assert_eq!(c.loss, [(1.0, 0.5), (2.0, 0.4)]);
         assert_eq!(c.active, [(1.0, 0.9), (2.0, 0.8)]);
         assert_eq!(c.epoch_loss, [(2.0, 0.45)]);
-        assert_eq!(c.validation, [(1.0, 0.3, 0.7)]);
+        // The eval of a validated epoch is not repeated; the later one is a point.
+        assert_eq!(c.validation, [(1.0, 0.3, 0.7), (3.0, 0.4, 0.8)]);
         let png = curves_png(&c).unwrap();
         let img = image::load_from_memory(&png).unwrap();
         assert_eq!((img.width(), img.height()), (900, 1000));

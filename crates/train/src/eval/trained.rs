@@ -31,6 +31,11 @@ pub struct Trained {
     pub transform: Arc<Transform>,
 }
 
+/// The input shape of the data at `path`, when known without decoding (IDX files).
+pub fn native_shape(path: &Path) -> Option<(usize, [usize; 2])> {
+    crate::data::source::open(path).ok()?.train.native_shape()
+}
+
 /// The weights file, its config file, the run folder and a description for `path`.
 fn resolve(path: &Path) -> Result<(PathBuf, PathBuf, Option<PathBuf>, String)> {
     if !path.exists() {
@@ -84,9 +89,9 @@ fn resolve(path: &Path) -> Result<(PathBuf, PathBuf, Option<PathBuf>, String)> {
     ))
 }
 
-/// Loads the model named by `path` onto `device`. `native` gives the data's own shape
-/// (channels, `[height, width]`) when known; it is asked only for runs whose config does not
-/// record its input (runs of older versions).
+/// Loads the model named by `path` onto `device`. `native` gives the input shape (channels,
+/// `[height, width]`) of some data when known; it is asked only for runs whose config does not
+/// record its input (runs of older versions), after the run's own training data.
 pub fn load(
     path: &Path,
     device: &Device,
@@ -104,7 +109,7 @@ pub fn load(
         .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", config_path.display()))?;
     let d = &config.data;
     let native = if d.channels.is_none() || d.size.is_none() {
-        native()
+        d.path.as_deref().and_then(native_shape).or_else(native)
     } else {
         None
     };

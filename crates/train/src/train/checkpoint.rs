@@ -181,6 +181,19 @@ pub fn mark_best(out: &Path, dir: &Path) -> Result<()> {
     write_atomic(&root.join(BEST), name.as_bytes())
 }
 
+/// Points `checkpoints/best` at the checkpoint of step `step` when it exists and the pointer
+/// names another (a kill between saving a best checkpoint and naming it).
+pub fn repair_best(out: &Path, step: u64) -> Result<()> {
+    let root = folder(out);
+    let name = format!("step-{step:09}");
+    let dir = root.join(&name);
+    let current = fs::read_to_string(root.join(BEST)).unwrap_or_default();
+    if current.trim() != name && dir.join(STATE).is_file() {
+        mark_best(out, &dir)?;
+    }
+    Ok(())
+}
+
 /// The checkpoint folder `checkpoints/<pointer>` names (`best` or `latest`), if complete.
 fn named(root: &Path, pointer: &str) -> Result<Option<PathBuf>> {
     let dirs = list(root)?;
@@ -290,6 +303,13 @@ mod tests {
             (first, "best")
         );
         assert_eq!(load_latest(out.path()).unwrap().state.step, 4);
+        // A kill after saving step 4 as the new best but before naming it: repaired on resume.
+        repair_best(out.path(), 4).unwrap();
+        let latest = folder(out.path()).join("step-000000004");
+        assert_eq!(
+            best_or_latest(out.path()).unwrap().unwrap(),
+            (latest, "best")
+        );
     }
 
     #[test]

@@ -119,6 +119,12 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     for line in &plan.notes {
         say(line);
     }
+    if plan.eval.is_none() && config.train.early_stopping_patience > 0 {
+        say(
+            "warning: train.early_stopping_patience is set but there is no evaluation split to \
+             validate on (data.split = \"none\"); training runs all epochs",
+        );
+    }
     say(&format!(
         "backend {}; {} data worker(s), {} batches prefetched",
         options.backend, config.data.workers, config.data.prefetch
@@ -156,6 +162,14 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 state.sampler.epoch + 1,
                 state.step
             ));
+            // A kill between a checkpoint and its `best` pointer: point it again.
+            if let Some(best) = state.best {
+                checkpoint::repair_best(&out, best.step)?;
+            }
+            if options.epochs.is_some() && state.validations_since_best > 0 {
+                say("--epochs extends the run: early-stopping patience starts again");
+                state.validations_since_best = 0;
+            }
         }
         None => {
             model = model.load_record(setup::initial_weights(&model_config, config.train.seed));
@@ -292,20 +306,30 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         let seconds = epoch_start.elapsed().as_secs_f64();
         let every = config.train.validate_every_epochs;
         let due = every > 0 && ((epoch + 1).is_multiple_of(every) || epoch + 1 == epochs);
-        let mut improved = false;
+        let (mut improved, mut stop) = (false, false);
         if let (Some(eval), true) = (&plan.eval, due) {
             let started = Instant::now();
             let (r, embedded) = evaluate(&model.valid(), eval, &plan.eval_transform, &config)?;
-            improved = state.best.is_none_or(|b| r.map_at_r > b.map_at_r);
-            if improved {
-                state.best = Some(Best {
-                    step: state.step,
-                    epoch: epoch + 1,
-                    map_at_r: r.map_at_r,
-                });
-                state.validations_since_best = 0;
+            if r.queries == 0 {
+                // Nothing was measured: neither a best nor a step towards early stopping.
+                say(
+                    "warning: no validation image has another image of its class; validation \
+                     measures nothing (the evaluation split needs at least 2 images per class)",
+                );
             } else {
-                state.validations_since_best += 1;
+                improved = state.best.is_none_or(|b| r.map_at_r > b.map_at_r);
+                if improved {
+                    state.best = Some(Best {
+                        step: state.step,
+                        epoch: epoch + 1,
+                        map_at_r: r.map_at_r,
+                    });
+                    state.validations_since_best = 0;
+                } else {
+                    state.validations_since_best += 1;
+                    let patience = config.train.early_stopping_patience;
+                    stop = patience > 0 && state.validations_since_best >= patience;
+                }
             }
             let mut record = r.to_json();
             record["kind"] = json!("validation");
@@ -364,12 +388,11 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             100.0 * waited.as_secs_f64() / seconds,
             dir.display()
         ));
-        let patience = config.train.early_stopping_patience;
-        if patience > 0 && state.validations_since_best >= patience && state.sampler.epoch < epochs
-        {
+        if stop && state.sampler.epoch < epochs {
             say(&format!(
-                "early stopping: MAP@R has not improved for {patience} validation(s); the best \
+                "early stopping: MAP@R has not improved for {} validation(s); the best \
                  checkpoint is from epoch {}",
+                state.validations_since_best,
                 state.best.map_or(0, |b| b.epoch)
             ));
             break;
@@ -394,6 +417,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     if let (Some(eval), Some((r, embedded))) = (&plan.eval, &evaluated) {
         let mut record = r.to_json();
         record["kind"] = json!("eval");
+        record["epoch"] = json!(state.sampler.epoch);
         record["step"] = json!(state.step);
         record["images"] = json!(embedded.indices.len());
         record["classes"] = json!(eval.classes().len());
