@@ -451,6 +451,35 @@ fn backends_agree() {
             "flex and {backend} differ by {worst} after 4 steps"
         );
     }
+    // Evaluation (embedding and the blocked kNN) on wgpu scores the flex run as flex does.
+    let eval_on = |backend: &str| {
+        let dir = tmp.path().join(format!("eval-{backend}"));
+        let result = run(&[
+            "eval",
+            "--checkpoint",
+            tmp.path().join("flex").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", text(&result.stderr));
+        fs::read_to_string(dir.join("metrics.json")).unwrap()
+    };
+    let (flex, wgpu) = (eval_on("flex"), eval_on("wgpu"));
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    let (flex, wgpu) = (parse(&flex), parse(&wgpu));
+    for key in [
+        "precision_at_1",
+        "recall_at_2",
+        "r_precision",
+        "mean_average_precision_at_r",
+    ] {
+        let (a, b) = (flex[key].as_f64().unwrap(), wgpu[key].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-9, "{key}: flex {a}, wgpu {b}");
+    }
 }
 
 /// Every optimiser, schedule and the clipping option train (the loss stays finite and the
