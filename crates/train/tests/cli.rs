@@ -120,22 +120,10 @@ fn metrics(out: &Path) -> Vec<serde_json::Value> {
 
 /// Embeddings of a fixed input by the model saved in `out`.
 fn embeddings(out: &Path) -> Vec<f32> {
-    let device = Device::flex();
-    let model = EmbeddingModelConfig::new()
-        .with_backbone(SmallCnnConfig::new().with_in_channels(1).into())
-        .init(&device)
+    let model = grey_model()
         .try_load_file(out.join("model.bpk"))
         .expect("the saved model loads");
-    let input: Vec<f32> = (0..4 * 64)
-        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
-        .collect();
-    let x = Tensor::<4>::from_data(TensorData::new(input, [4, 1, 8, 8]), &device);
-    model
-        .valid()
-        .forward(x)
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap()
+    fixed_embeddings(&model.valid())
 }
 
 #[test]
@@ -623,6 +611,35 @@ fn grey_model() -> triplet_model::EmbeddingModel {
         .init(&Device::flex())
 }
 
+/// Trains with `config` (text) on 6 classes × 20 IDX images; returns the data folder, the run
+/// folder, the stdout and the `validation` records.
+fn train_validated(tmp: &Path, config: &str) -> (PathBuf, PathBuf, String, Vec<serde_json::Value>) {
+    let data = tmp.join("idx");
+    idx_folder(&data, 6, 20);
+    let config = write_config(tmp, config);
+    let out = tmp.join("run");
+    let result = train(&config, &data, &out, &[]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    let validations = metrics(&out)
+        .into_iter()
+        .filter(|r| r["kind"] == "validation")
+        .collect();
+    (data, out, stdout, validations)
+}
+
+/// Runs `triplet ARGS…`, asserts it succeeded, returns its stdout.
+fn ok(args: &[&str]) -> String {
+    let result = run(args);
+    let stdout = text(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{args:?}: {stdout}{}",
+        text(&result.stderr)
+    );
+    stdout
+}
+
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -633,29 +650,16 @@ fn read_json(path: &Path) -> serde_json::Value {
 #[test]
 fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("idx");
-    idx_folder(&data, 6, 20);
-    let config = write_config(
+    // 6 classes: 4 and 5 are held out (40 %); one validation per epoch.
+    let (data, out, stdout, validations) = train_validated(
         tmp.path(),
         "[sampler]\np = 4\nk = 4\n[train]\nepochs = 5\nkeep_checkpoints = 1\n\
          validate_every_epochs = 1\n[optimizer]\nlr = 0.01\n",
     );
-    let out = tmp.path().join("run");
-    let result = train(&config, &data, &out, &[]);
-    let stdout = text(&result.stdout);
-    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
-
-    // 6 classes: 4 and 5 are held out (40 %); one validation per epoch.
-    let records = metrics(&out);
-    let validations: Vec<_> = records
-        .iter()
-        .filter(|r| r["kind"] == "validation")
-        .collect();
     assert_eq!(validations.len(), 5, "{stdout}");
     let map = |r: &serde_json::Value| r["mean_average_precision_at_r"].as_f64().unwrap();
     let best = validations
         .iter()
-        .copied()
         .reduce(|a, b| if map(b) > map(a) { b } else { a })
         .unwrap();
     let best_step = best["step"].as_u64().unwrap();
@@ -675,7 +679,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
         out.to_str().unwrap(),
         eval_dir.to_str().unwrap(),
     );
-    let result = run(&[
+    let stdout = ok(&[
         "eval",
         "--checkpoint",
         o,
@@ -687,8 +691,6 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
         e,
         "--plot",
     ]);
-    let stdout = text(&result.stdout);
-    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
     assert!(stdout.contains("best checkpoint"), "{stdout}");
     assert!(stdout.contains("MAP@R"), "{stdout}");
     let m = read_json(&eval_dir.join("metrics.json"));
@@ -711,7 +713,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
 
     // The same folder as queries and references: leave-one-out instead (each query would find
     // itself), with a note.
-    let result = run(&[
+    let stdout = ok(&[
         "eval",
         "--checkpoint",
         o,
@@ -722,8 +724,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
         "--out",
         e,
     ]);
-    assert!(result.status.success(), "{}", text(&result.stderr));
-    assert!(text(&result.stdout).contains("same images"));
+    assert!(stdout.contains("same images"), "{stdout}");
     let m = read_json(&eval_dir.join("metrics.json"));
     assert_eq!(m["mode"], "leave-one-out");
     assert_eq!(m["reference"], serde_json::Value::Null);
@@ -736,7 +737,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
         )
         .unwrap();
     }
-    let result = run(&[
+    let stdout = ok(&[
         "eval",
         "--checkpoint",
         o,
@@ -747,8 +748,6 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
         "--out",
         e,
     ]);
-    let stdout = text(&result.stdout);
-    assert!(result.status.success(), "{}", text(&result.stderr));
     assert!(stdout.contains("t10k test images") && stdout.contains("training images"));
     let m = read_json(&eval_dir.join("metrics.json"));
     assert_eq!(m["mode"], "query-reference");
@@ -758,7 +757,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
 
     // embed: one row per image, the same order in every file.
     let emb = tmp.path().join("emb");
-    let result = run(&[
+    ok(&[
         "embed",
         "--checkpoint",
         o,
@@ -767,7 +766,6 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
         "--out",
         emb.to_str().unwrap(),
     ]);
-    assert!(result.status.success(), "{}", text(&result.stderr));
     let ((n, dim), values) = read_npy(&emb.join("embeddings.npy"));
     assert_eq!((n, dim), (120, 64));
     for row in values.chunks_exact(dim) {
@@ -798,8 +796,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
 
     // export: safetensors that load back into the best checkpoint's model.
     let file = tmp.path().join("model.safetensors");
-    let result = run(&["export", "--checkpoint", o, "--out", file.to_str().unwrap()]);
-    assert!(result.status.success(), "{}", text(&result.stderr));
+    ok(&["export", "--checkpoint", o, "--out", file.to_str().unwrap()]);
     let bytes = fs::read(&file).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
@@ -826,22 +823,12 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
 #[test]
 fn early_stopping_stops_and_keeps_the_best() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("idx");
-    idx_folder(&data, 6, 20);
-    let config = write_config(
+    let (_, out, stdout, validations) = train_validated(
         tmp.path(),
         "[sampler]\np = 4\nk = 4\n[train]\nepochs = 40\nearly_stopping_patience = 1\n\
          [optimizer]\nlr = 0.01\n",
     );
-    let out = tmp.path().join("run");
-    let result = train(&config, &data, &out, &[]);
-    let stdout = text(&result.stdout);
-    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
     let records = metrics(&out);
-    let validations: Vec<_> = records
-        .iter()
-        .filter(|r| r["kind"] == "validation")
-        .collect();
     let epochs = records.iter().filter(|r| r["kind"] == "epoch").count();
     assert!(epochs < 40, "stopped early: {stdout}");
     assert_eq!(validations.len(), epochs);
@@ -853,7 +840,7 @@ fn early_stopping_stops_and_keeps_the_best() {
             .iter()
             .all(|v| v["best"] == true)
     );
-    let best = validations[validations.len() - 2];
+    let best = &validations[validations.len() - 2];
     let named = fs::read_to_string(out.join("checkpoints/best")).unwrap();
     assert_eq!(
         named.trim(),
@@ -951,7 +938,7 @@ fn eval_and_embed_skip_broken_images() {
     assert!(result.status.success(), "{}", text(&result.stderr));
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
     let eval_dir = tmp.path().join("eval");
-    let result = run(&[
+    let stdout = ok(&[
         "eval",
         "--checkpoint",
         o,
@@ -960,8 +947,6 @@ fn eval_and_embed_skip_broken_images() {
         "--out",
         eval_dir.to_str().unwrap(),
     ]);
-    let stdout = text(&result.stdout);
-    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
     for bad in [&corrupt, &truncated] {
         let name = bad.display().to_string();
         assert_eq!(stdout.matches(&name).count(), 1, "{stdout}");
@@ -970,7 +955,7 @@ fn eval_and_embed_skip_broken_images() {
     assert_eq!(m["skipped_images"], 2);
     assert_eq!(m["queries"], 40);
     let emb = tmp.path().join("emb");
-    let result = run(&[
+    ok(&[
         "embed",
         "--checkpoint",
         o,
@@ -979,7 +964,6 @@ fn eval_and_embed_skip_broken_images() {
         "--out",
         emb.to_str().unwrap(),
     ]);
-    assert!(result.status.success(), "{}", text(&result.stderr));
     let labels = fs::read_to_string(emb.join("labels.csv")).unwrap();
     assert_eq!(labels.lines().count(), 41);
     assert!(!labels.contains("corrupt.png") && labels.contains("a/0.png,a"));
