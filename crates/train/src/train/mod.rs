@@ -24,8 +24,7 @@ use crate::data::sampler::SamplerState;
 use crate::data::source::{self, ImageSet};
 use crate::device::Backend;
 use crate::eval::embed::{EmbedOptions, Embedded, embed, model_device};
-use crate::eval::metrics::Retrieval;
-use crate::eval::metrics::retrieval;
+use crate::eval::metrics::{Retrieval, retrieval};
 use crate::eval::plot;
 use checkpoint::{Best, RunState};
 use report::{CollapseWatch, MetricsLog, Progress, num, say};
@@ -343,10 +342,10 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 "validation after epoch {}: {}{}",
                 epoch + 1,
                 summary_line(&r),
-                match state.best {
-                    Some(b) if !improved =>
-                        format!(" (best: epoch {}, {:.4})", b.epoch, b.map_at_r),
-                    _ => " (best so far)".into(),
+                match (improved, state.best) {
+                    (true, _) => " (best so far)".into(),
+                    (false, Some(b)) => format!(" (best: epoch {}, {:.4})", b.epoch, b.map_at_r),
+                    (false, None) => String::new(),
                 }
             ));
             last_validation = Some((state.step, r, embedded));

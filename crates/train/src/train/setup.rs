@@ -301,7 +301,7 @@ pub fn learning_rate(config: &ExperimentConfig, step: u64, total: u64, per_epoch
 }
 
 /// Fresh weights drawn from `seed` on the host CPU backend, so that every backend starts a run
-/// from the same weights (falls back to the default device without the `flex` feature).
+/// from the same weights ([`crate::device::host`]: flex, else ndarray).
 pub fn initial_weights(config: &EmbeddingModelConfig, seed: u64) -> ModuleRecord {
     let device = crate::device::host();
     device.seed(seed);
