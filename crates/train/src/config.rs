@@ -50,6 +50,14 @@ fn source_of(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+/// A config enum as written in the TOML (`semi-hard`, not `SemiHard`).
+pub(crate) fn toml_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// The whole experiment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -14,6 +14,7 @@ use super::export::{Row, write_all};
 use super::metrics::{RECALL_AT, Retrieval, retrieval};
 use super::plot;
 use super::trained::{Trained, load, native_shape};
+use crate::config::toml_name;
 use crate::data::source::{self, ImageSet};
 use crate::device::Backend;
 use crate::train::checkpoint::write_atomic;
@@ -85,6 +86,14 @@ fn open_part(
         set.classes().len()
     );
     Ok((set, description, is_train))
+}
+
+fn say_model(trained: &Trained, backend: Backend) {
+    say(&format!(
+        "model: {} ({}), backend {backend}",
+        trained.which,
+        trained.weights.display()
+    ));
 }
 
 fn embed_set(trained: &Trained, set: ImageSet) -> Result<(Arc<ImageSet>, Embedded)> {
@@ -160,12 +169,7 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
         ));
         references = None;
     }
-    say(&format!(
-        "model: {} ({}), backend {}",
-        trained.which,
-        trained.weights.display(),
-        o.backend
-    ));
+    say_model(&trained, o.backend);
     say(&format!("queries: {query_text}"));
     if let Some((_, text, _)) = &references {
         say(&format!("references: {text}"));
@@ -213,7 +217,7 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
         r.queries,
         r.total_queries,
         q.dim,
-        metrics_name(&trained.config.loss.distance)
+        toml_name(&trained.config.loss.distance)
     ));
     say("  metric        value");
     say(&format!("  P@1           {:.4}", r.precision_at_1));
@@ -276,14 +280,6 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     Ok(r)
 }
 
-/// A config enum as written in the TOML (`squared-euclidean`).
-fn metrics_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// What `triplet embed` was asked to do.
 #[derive(Debug, Clone)]
 pub struct EmbedCommand {
@@ -304,12 +300,7 @@ pub fn embed_command(o: &EmbedCommand) -> Result<usize> {
     let device = o.backend.device().map_err(anyhow::Error::msg)?;
     let trained = load(&o.checkpoint, &device, || native_shape(&o.data))?;
     let (set, text, _) = open_part(&o.data, Part::TestIfAny, o.classes.as_deref())?;
-    say(&format!(
-        "model: {} ({}), backend {}",
-        trained.which,
-        trained.weights.display(),
-        o.backend
-    ));
+    say_model(&trained, o.backend);
     say(&format!("data: {text}"));
     let (set, e) = embed_set(&trained, set)?;
     let rows: Vec<Row> = e

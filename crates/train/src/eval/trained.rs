@@ -13,7 +13,7 @@ use triplet_model::EmbeddingModel;
 
 use crate::config::ExperimentConfig;
 use crate::data::augment::Transform;
-use crate::train::checkpoint;
+use crate::train::{checkpoint, input_transform};
 
 /// A model ready for inference, with the config it was trained with.
 pub struct Trained {
@@ -113,16 +113,12 @@ pub fn load(
     } else {
         None
     };
-    let channels = d.channels.or(native.map(|n| n.0)).unwrap_or(3);
-    let size = d.size.or(native.map(|n| n.1)).unwrap_or([32, 32]);
-    let per_channel = |v: &Option<Vec<f32>>| v.clone().unwrap_or_else(|| vec![0.5]);
     let transform = Transform {
-        channels,
-        size,
-        mean: per_channel(&d.mean),
-        std: per_channel(&d.std),
         augment: None,
+        ..input_transform(&config, native)
+            .with_context(|| format!("invalid config {}", config_path.display()))?
     };
+    let channels = transform.channels;
     let bytes = std::fs::read(&weights)
         .with_context(|| format!("cannot read model weights {}", weights.display()))?;
     let model = config.model(channels).init(device);

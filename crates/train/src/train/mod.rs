@@ -29,7 +29,7 @@ use crate::eval::plot;
 use checkpoint::{Best, RunState};
 use report::{CollapseWatch, MetricsLog, Progress, num, say};
 
-pub use setup::{Plan, learning_rate};
+pub use setup::{Plan, input_transform, learning_rate};
 
 /// What `triplet train` was asked to do.
 #[derive(Debug, Clone)]

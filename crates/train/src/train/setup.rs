@@ -13,7 +13,9 @@ use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::store::ModuleRecord;
 use triplet_model::EmbeddingModelConfig;
 
-use crate::config::{ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleKind, SplitKind};
+use crate::config::{
+    ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleKind, SplitKind, toml_name,
+};
 use crate::data::augment::Transform;
 use crate::data::sampler::PkSampler;
 use crate::data::source::{DataSource, ImageSet};
@@ -38,7 +40,6 @@ pub struct Plan {
 
 /// Splits the data, resolves shapes and builds the sampler.
 pub fn plan(config: &ExperimentConfig, source: DataSource, path: &Path) -> Result<Plan> {
-    let d = &config.data;
     let mut notes = Vec::new();
     if !source.skipped_files.is_empty() {
         let names: Vec<String> = source
@@ -73,28 +74,8 @@ pub fn plan(config: &ExperimentConfig, source: DataSource, path: &Path) -> Resul
         );
     }
 
-    let channels = d.channels.or(native.map(|n| n.0)).unwrap_or(3);
-    let size = d.size.or(native.map(|n| n.1)).unwrap_or([32, 32]);
-    let per_channel = |values: &Option<Vec<f32>>, field: &str| -> Result<Vec<f32>> {
-        let v = values.clone().unwrap_or_else(|| vec![0.5]);
-        if v.len() != 1 && v.len() != channels {
-            bail!(
-                "data.{field} has {} values for {channels} channel(s)",
-                v.len()
-            );
-        }
-        Ok(v)
-    };
-    let mean = per_channel(&d.mean, "mean")?;
-    let std = per_channel(&d.std, "std")?;
-    let augment = &config.augment;
-    let transform = Transform {
-        channels,
-        size,
-        mean,
-        std,
-        augment: (augment.random_resized_crop || augment.horizontal_flip).then(|| augment.clone()),
-    };
+    let transform = input_transform(config, native)?;
+    let (channels, size) = (transform.channels, transform.size);
     let eval_transform = Transform {
         augment: None,
         ..transform.clone()
@@ -144,10 +125,10 @@ pub fn plan(config: &ExperimentConfig, source: DataSource, path: &Path) -> Resul
         "input {channels}×{}×{}; model {} → {}-d; loss {} mining, {} distance, margin {}",
         size[0],
         size[1],
-        name(&config.model.backbone),
+        toml_name(&config.model.backbone),
         config.model.dim,
-        name(&config.loss.mining),
-        name(&config.loss.distance),
+        toml_name(&config.loss.mining),
+        toml_name(&config.loss.distance),
         config.loss.margin
     ));
     notes.push(format!(
@@ -155,7 +136,7 @@ pub fn plan(config: &ExperimentConfig, source: DataSource, path: &Path) -> Resul
         p * k,
         sampler.batches_per_epoch(),
         config.train.epochs,
-        name(&config.optimizer.name),
+        toml_name(&config.optimizer.name),
         config.optimizer.lr
     ));
     Ok(Plan {
@@ -169,12 +150,34 @@ pub fn plan(config: &ExperimentConfig, source: DataSource, path: &Path) -> Resul
     })
 }
 
-/// A config enum as written in the TOML (`semi-hard`, not `SemiHard`).
-fn name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+/// The input transform of `[data]` and `[augment]`: channels and size from the config, else
+/// the data's own (`native`, for IDX files), else 3 and 32×32; mean and std 0.5 by default, one
+/// value or one per channel. Evaluation uses it without `augment`.
+pub fn input_transform(
+    config: &ExperimentConfig,
+    native: Option<(usize, [usize; 2])>,
+) -> Result<Transform> {
+    let d = &config.data;
+    let channels = d.channels.or(native.map(|n| n.0)).unwrap_or(3);
+    let size = d.size.or(native.map(|n| n.1)).unwrap_or([32, 32]);
+    let per_channel = |values: &Option<Vec<f32>>, field: &str| -> Result<Vec<f32>> {
+        let v = values.clone().unwrap_or_else(|| vec![0.5]);
+        if v.len() != 1 && v.len() != channels {
+            bail!(
+                "data.{field} has {} values for {channels} channel(s)",
+                v.len()
+            );
+        }
+        Ok(v)
+    };
+    let augment = &config.augment;
+    Ok(Transform {
+        channels,
+        size,
+        mean: per_channel(&d.mean, "mean")?,
+        std: per_channel(&d.std, "std")?,
+        augment: (augment.random_resized_crop || augment.horizontal_flip).then(|| augment.clone()),
+    })
 }
 
 fn split(
