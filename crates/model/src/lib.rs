@@ -1,8 +1,12 @@
 //! Embedding networks for Triplet: a backbone (an image to a feature map) and an embedding
 //! head (the feature map to an L2-normalised vector).
 //!
-//! - [`BackboneConfig`] chooses the backbone: today the reference CNN of `PROTOCOLS.md`
-//!   ([`SmallCnnConfig`], `small-cnn`), for any input channels and size.
+//! - [`BackboneConfig`] chooses the backbone: the reference CNN of `PROTOCOLS.md`
+//!   ([`SmallCnnConfig`], `small-cnn`) for small images, or torchvision's ResNet-18/34/50/101/152
+//!   ([`ResNetConfig`]) for photos, with torchvision's parameter names.
+//! - [`torchvision`] imports a torchvision state dict (`.pth` or safetensors) into a ResNet
+//!   ([`EmbeddingModel::load_torchvision`]); [`EmbeddingModel::freeze_backbone`] and
+//!   [`EmbeddingModel::freeze_backbone_batch_norm`] fine-tune part of it.
 //! - [`EmbeddingHeadConfig`]: global average pool, linear to `dim`, optional BatchNorm,
 //!   optional L2 normalisation.
 //! - [`EmbeddingModelConfig`] puts them together; the model saves and loads through Burn's
@@ -26,9 +30,13 @@
 mod backbone;
 mod head;
 mod model;
+pub mod torchvision;
 
 pub use crate::{
-    backbone::{Backbone, BackboneConfig, ConvBlock, SmallCnn, SmallCnnConfig},
+    backbone::{
+        Backbone, BackboneConfig, BasicBlock, Bottleneck, ConvBlock, Downsample, RESNET_DEPTHS,
+        ResNet, ResNetConfig, ResidualBlock, SmallCnn, SmallCnnConfig,
+    },
     head::{EmbeddingHead, EmbeddingHeadConfig},
     model::{EmbeddingModel, EmbeddingModelConfig},
 };

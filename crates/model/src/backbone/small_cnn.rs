@@ -80,4 +80,15 @@ impl SmallCnn {
         let x = self.pool.forward(x); // [B, 64, H/4, W/4]
         self.block5.forward(x) // [B, 128, H/4, W/4]
     }
+
+    /// Every BatchNorm of the network.
+    pub(crate) fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        vec![
+            &mut self.block1.bn,
+            &mut self.block2.bn,
+            &mut self.block3.bn,
+            &mut self.block4.bn,
+            &mut self.block5.bn,
+        ]
+    }
 }
