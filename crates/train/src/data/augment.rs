@@ -1,11 +1,13 @@
-//! From decoded pixels to the model's input: training augmentation (random resized crop,
-//! horizontal flip) then per-channel normalisation. Evaluation only normalises.
+//! From decoded pixels to the model's input, on the full-resolution image: the geometry (a
+//! training random resized crop, or for evaluation a resize of the whole image or
+//! torchvision's resize-and-centre-crop), a horizontal flip, then per-channel normalisation.
 //!
 //! The randomness of each image is a pure function of `(seed, epoch, batch, slot)`, not of a
 //! shared generator, so results do not depend on which worker decodes what, and a resumed run
 //! sees exactly the augmentations an uninterrupted one would.
 
-use crate::config::AugmentConfig;
+use crate::config::{AugmentConfig, ResizeKind};
+use crate::data::decode::resample;
 use crate::data::sampler::SplitMix64;
 
 /// How one image becomes a model input.
@@ -21,6 +23,10 @@ pub struct Transform {
     pub std: Vec<f32>,
     /// Augmentation; `None` at evaluation.
     pub augment: Option<AugmentConfig>,
+    /// How an image of another size is brought to `size` when it is not randomly cropped.
+    pub resize: ResizeKind,
+    /// The part of the scaled image [`ResizeKind::CenterCrop`] keeps.
+    pub crop_fraction: f64,
 }
 
 impl Transform {
@@ -29,86 +35,94 @@ impl Transform {
         self.channels * self.size[0] * self.size[1]
     }
 
-    /// Augments (if configured) and normalises `chw` (`channels × height × width`, values in
-    /// `[0, 1]`) in place. `key` seeds this image's randomness.
+    /// Augments (if configured) and normalises `chw` (`channels × height × width` at the input
+    /// size, values in `[0, 1]`) in place. `key` seeds this image's randomness.
     ///
     /// # Panics
     /// If `chw` does not have [`image_len`](Self::image_len) values.
     pub fn apply(&self, chw: &mut Vec<f32>, key: u64) {
-        assert_eq!(chw.len(), self.image_len(), "image has the wrong size");
-        if let Some(aug) = &self.augment {
-            let mut rng = SplitMix64::new(key);
-            if aug.random_resized_crop {
-                *chw = self.random_resized_crop(chw, aug, &mut rng);
-            }
-            if aug.horizontal_flip && rng.unit() < 0.5 {
-                let [h, w] = self.size;
-                for row in chw.chunks_exact_mut(w).take(self.channels * h) {
-                    row.reverse();
-                }
+        *chw = self.prepare(std::mem::take(chw), self.size, key);
+    }
+
+    /// The model input from an image of any size: `chw` is `channels × native[0] × native[1]`
+    /// with values in `[0, 1]`. `key` seeds this image's randomness.
+    ///
+    /// # Panics
+    /// If `chw` does not have `channels × native` values.
+    pub fn prepare(&self, chw: Vec<f32>, native: [usize; 2], key: u64) -> Vec<f32> {
+        let [h0, w0] = native;
+        assert_eq!(
+            chw.len(),
+            self.channels * h0 * w0,
+            "image has the wrong size"
+        );
+        let mut rng = SplitMix64::new(key);
+        let rect = match &self.augment {
+            Some(aug) if aug.random_resized_crop => Some(random_crop(native, aug, &mut rng)),
+            _ if native == self.size => None,
+            _ => Some(self.fixed_crop(native)),
+        };
+        let mut out = match rect {
+            None => chw,
+            Some(rect) => resample(&chw, self.channels, native, rect, self.size),
+        };
+        if let Some(aug) = &self.augment
+            && aug.horizontal_flip
+            && rng.unit() < 0.5
+        {
+            let [h, w] = self.size;
+            for row in out.chunks_exact_mut(w).take(self.channels * h) {
+                row.reverse();
             }
         }
         let plane = self.size[0] * self.size[1];
-        for (c, values) in chw.chunks_exact_mut(plane).enumerate() {
+        for (c, values) in out.chunks_exact_mut(plane).enumerate() {
             let mean = self.mean[c % self.mean.len()];
             let inv_std = 1.0 / self.std[c % self.std.len()];
             for v in values {
                 *v = (*v - mean) * inv_std;
             }
         }
-    }
-
-    /// torchvision's `RandomResizedCrop`: a crop of random area (a fraction of the image in
-    /// `crop_scale`) and aspect ratio (log-uniform in `crop_ratio`), resized back to the full
-    /// size bilinearly. After 10 failed draws it falls back to the whole image.
-    fn random_resized_crop(
-        &self,
-        chw: &[f32],
-        aug: &AugmentConfig,
-        rng: &mut SplitMix64,
-    ) -> Vec<f32> {
-        let [h, w] = self.size;
-        let area = (h * w) as f64;
-        let (log_r0, log_r1) = (aug.crop_ratio[0].ln(), aug.crop_ratio[1].ln());
-        let mut crop = (0.0, 0.0, h as f64, w as f64);
-        for _ in 0..10 {
-            let target =
-                area * (aug.crop_scale[0] + rng.unit() * (aug.crop_scale[1] - aug.crop_scale[0]));
-            let ratio = (log_r0 + rng.unit() * (log_r1 - log_r0)).exp();
-            let cw = (target * ratio).sqrt();
-            let ch = (target / ratio).sqrt();
-            if cw <= w as f64 && ch <= h as f64 {
-                let top = rng.unit() * (h as f64 - ch);
-                let left = rng.unit() * (w as f64 - cw);
-                crop = (top, left, ch, cw);
-                break;
-            }
-        }
-        let (top, left, ch, cw) = crop;
-        let plane = h * w;
-        let mut out = vec![0.0f32; chw.len()];
-        let (sy, sx) = (ch / h as f64, cw / w as f64);
-        for y in 0..h {
-            // Pixel centres, as `align_corners = false`.
-            let fy = (top + (y as f64 + 0.5) * sy - 0.5).clamp(0.0, (h - 1) as f64);
-            let y0 = fy.floor() as usize;
-            let y1 = (y0 + 1).min(h - 1);
-            let wy = (fy - y0 as f64) as f32;
-            for x in 0..w {
-                let fx = (left + (x as f64 + 0.5) * sx - 0.5).clamp(0.0, (w - 1) as f64);
-                let x0 = fx.floor() as usize;
-                let x1 = (x0 + 1).min(w - 1);
-                let wx = (fx - x0 as f64) as f32;
-                for c in 0..self.channels {
-                    let p = &chw[c * plane..(c + 1) * plane];
-                    let top_row = p[y0 * w + x0] * (1.0 - wx) + p[y0 * w + x1] * wx;
-                    let bottom_row = p[y1 * w + x0] * (1.0 - wx) + p[y1 * w + x1] * wx;
-                    out[c * plane + y * w + x] = top_row * (1.0 - wy) + bottom_row * wy;
-                }
-            }
-        }
         out
     }
+
+    /// The source rectangle `[top, left, height, width]` when not randomly cropping.
+    fn fixed_crop(&self, [h0, w0]: [usize; 2]) -> [f64; 4] {
+        let (h0, w0) = (h0 as f64, w0 as f64);
+        match self.resize {
+            ResizeKind::Stretch => [0.0, 0.0, h0, w0],
+            ResizeKind::CenterCrop => {
+                let [h, w] = [self.size[0] as f64, self.size[1] as f64];
+                // Scale so that the input covers `crop_fraction` of the scaled image on the
+                // tighter side (torchvision: Resize(224 / 0.875 = 256), then CenterCrop(224)).
+                let scale = (h / h0).max(w / w0) / self.crop_fraction;
+                let (ch, cw) = ((h / scale).min(h0), (w / scale).min(w0));
+                [(h0 - ch) / 2.0, (w0 - cw) / 2.0, ch, cw]
+            }
+        }
+    }
+}
+
+/// torchvision's `RandomResizedCrop` on an image of `[h0, w0]` pixels: a crop of random area (a
+/// fraction of the image in `crop_scale`) and aspect ratio (log-uniform in `crop_ratio`). After
+/// 10 failed draws it falls back to the whole image.
+fn random_crop([h0, w0]: [usize; 2], aug: &AugmentConfig, rng: &mut SplitMix64) -> [f64; 4] {
+    let (h, w) = (h0 as f64, w0 as f64);
+    let area = h * w;
+    let (log_r0, log_r1) = (aug.crop_ratio[0].ln(), aug.crop_ratio[1].ln());
+    for _ in 0..10 {
+        let target =
+            area * (aug.crop_scale[0] + rng.unit() * (aug.crop_scale[1] - aug.crop_scale[0]));
+        let ratio = (log_r0 + rng.unit() * (log_r1 - log_r0)).exp();
+        let cw = (target * ratio).sqrt();
+        let ch = (target / ratio).sqrt();
+        if cw <= w && ch <= h {
+            let top = rng.unit() * (h - ch);
+            let left = rng.unit() * (w - cw);
+            return [top, left, ch, cw];
+        }
+    }
+    [0.0, 0.0, h, w]
 }
 
 /// The randomness key of slot `slot` of batch `batch` in `epoch`.
@@ -132,6 +146,8 @@ mod tests {
             mean: vec![0.5],
             std: vec![0.25],
             augment,
+            resize: ResizeKind::Stretch,
+            crop_fraction: 0.875,
         }
     }
 
@@ -205,6 +221,60 @@ mod tests {
             t.apply(&mut img, key);
             assert!(img.iter().all(|v| (0.0..=1.0).contains(v)), "{img:?}");
         }
+    }
+
+    /// An 8×16 ramp (value = column) through `transform` to 4×4, without normalising.
+    fn ramp_to_4x4(
+        resize: ResizeKind,
+        crop_fraction: f64,
+        augment: Option<AugmentConfig>,
+    ) -> Vec<f32> {
+        let t = Transform {
+            mean: vec![0.0],
+            std: vec![1.0],
+            resize,
+            crop_fraction,
+            ..transform(augment)
+        };
+        let img: Vec<f32> = (0..8 * 16).map(|i| (i % 16) as f32).collect();
+        t.prepare(img, [8, 16], 5)
+    }
+
+    #[test]
+    fn centre_crop_keeps_the_middle_of_a_wide_image() {
+        // Fraction 1: the middle 8×8 (columns 4..12) shrunk 2×; a symmetric filter keeps a
+        // ramp's value at each output pixel's centre: 4.5, 6.5, 8.5, 10.5.
+        let out = ramp_to_4x4(ResizeKind::CenterCrop, 1.0, None);
+        for row in out.chunks(4) {
+            for (v, want) in row.iter().zip([4.5, 6.5, 8.5, 10.5]) {
+                assert!((v - want).abs() < 1e-5, "{row:?}");
+            }
+        }
+        // 0.5: the middle 4×4 (columns 6..10) at its own scale.
+        let out = ramp_to_4x4(ResizeKind::CenterCrop, 0.5, None);
+        assert!(out.chunks(4).all(|r| r == [6.0, 7.0, 8.0, 9.0]), "{out:?}");
+    }
+
+    #[test]
+    fn stretch_sees_the_whole_image_and_averages_when_shrinking() {
+        let out = ramp_to_4x4(ResizeKind::Stretch, 0.875, None);
+        for row in out.chunks(4) {
+            assert!(row.windows(2).all(|w| w[1] - w[0] > 3.0), "{row:?}");
+            assert!(row[0] < 2.5 && row[3] > 12.5, "{row:?}");
+        }
+    }
+
+    #[test]
+    fn random_crops_of_a_larger_image_have_the_input_size() {
+        let aug = AugmentConfig {
+            random_resized_crop: true,
+            horizontal_flip: true,
+            ..AugmentConfig::default()
+        };
+        let a = ramp_to_4x4(ResizeKind::CenterCrop, 0.875, Some(aug.clone()));
+        assert_eq!(a.len(), 16);
+        assert!(a.iter().all(|v| (0.0..=15.0).contains(v)), "{a:?}");
+        assert_eq!(a, ramp_to_4x4(ResizeKind::CenterCrop, 0.875, Some(aug)));
     }
 
     #[test]

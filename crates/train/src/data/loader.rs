@@ -88,12 +88,14 @@ impl Job {
             }
             let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.set
-                    .load(i, self.transform.channels, self.transform.size)
+                    .load_native(i, self.transform.channels)
+                    .map(|(chw, native)| {
+                        let key = image_key(seed, epoch, first + position, slot);
+                        self.transform.prepare(chw, native, key)
+                    })
             }));
             match loaded {
-                Ok(Ok(mut chw)) => {
-                    self.transform
-                        .apply(&mut chw, image_key(seed, epoch, first + position, slot));
+                Ok(Ok(chw)) => {
                     images.extend_from_slice(&chw);
                     labels.push(self.set.labels()[i] as i64);
                     indices.push(i);

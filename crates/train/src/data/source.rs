@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image::imageops::FilterType;
-
-use super::decode::{DecodeError, decode};
+use super::decode::{DecodeError, decode_native};
 use super::idx::{IdxError, IdxImages, read_split};
 use super::index::{DatasetIndex, IndexError, within_class_partition};
 
@@ -136,42 +134,27 @@ impl ImageSet {
         }
     }
 
-    /// Image `i` as `channels × height × width` floats in `[0, 1]`.
+    /// Image `i` at its own size, as `channels × height × width` floats in `[0, 1]`, with its
+    /// `[height, width]`.
     ///
     /// # Panics
     /// If `i` is out of range or `channels` is not 1 or 3.
-    pub fn load(
+    pub fn load_native(
         &self,
         i: usize,
         channels: usize,
-        [height, width]: [usize; 2],
-    ) -> Result<Vec<f32>, DecodeError> {
+    ) -> Result<(Vec<f32>, [usize; 2]), DecodeError> {
         match &self.items {
-            Items::Files(paths) => decode(&paths[i], channels, height, width),
+            Items::Files(paths) => decode_native(&paths[i], channels),
             Items::Idx { images, rows, .. } => {
-                let pixels = images.image(rows[i]);
-                let grey: Vec<f32> = if [images.rows, images.cols] == [height, width] {
-                    pixels.iter().map(|&p| f32::from(p) / 255.0).collect()
-                } else {
-                    let img = image::GrayImage::from_raw(
-                        images.cols as u32,
-                        images.rows as u32,
-                        pixels.to_vec(),
-                    )
-                    .expect("IDX images hold rows × cols bytes");
-                    let img = image::imageops::resize(
-                        &img,
-                        width as u32,
-                        height as u32,
-                        FilterType::Triangle,
-                    );
-                    img.into_raw()
-                        .into_iter()
-                        .map(|p| f32::from(p) / 255.0)
-                        .collect()
-                };
                 assert!(channels == 1 || channels == 3, "channels must be 1 or 3");
-                Ok(if channels == 1 { grey } else { grey.repeat(3) })
+                let grey: Vec<f32> = images
+                    .image(rows[i])
+                    .iter()
+                    .map(|&p| f32::from(p) / 255.0)
+                    .collect();
+                let grey = if channels == 1 { grey } else { grey.repeat(3) };
+                Ok((grey, [images.rows, images.cols]))
             }
         }
     }
