@@ -121,6 +121,11 @@ pub struct TrainArgs {
     /// Continue the run in `--out` from its latest checkpoint, with its saved config.
     #[arg(long)]
     pub resume: bool,
+    /// torchvision weights for a ResNet backbone: a state dict saved with `torch.save`
+    /// (`.pth`/`.pt`) or as `.safetensors`, e.g. torchvision's `resnet50-0676ba61.pth`.
+    /// Overrides `model.pretrained`; not with `--resume`.
+    #[arg(long, value_name = "FILE")]
+    pub pretrained: Option<PathBuf>,
 }
 
 impl TrainArgs {

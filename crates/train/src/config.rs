@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig};
-use triplet_model::{EmbeddingHeadConfig, EmbeddingModelConfig, SmallCnnConfig};
+use triplet_model::{EmbeddingHeadConfig, EmbeddingModelConfig, ResNetConfig, SmallCnnConfig};
 
 /// A config that cannot be used, naming the file and the field.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,12 @@ pub struct DataConfig {
     pub workers: usize,
     /// Batches decoded ahead of training. Default: 4.
     pub prefetch: usize,
+    /// How images of another size become `size` when not randomly cropped. Default:
+    /// `center-crop` for the ResNets, `stretch` for `small-cnn`.
+    pub resize: Option<ResizeKind>,
+    /// With `resize = "center-crop"`: the part of the scaled image kept. Default: 0.875
+    /// (224 of 256).
+    pub crop_fraction: f64,
 }
 
 impl Default for DataConfig {
@@ -135,6 +141,8 @@ impl Default for DataConfig {
             held_out_classes: Vec::new(),
             workers: 2,
             prefetch: 4,
+            resize: None,
+            crop_fraction: 0.875,
         }
     }
 }
@@ -145,6 +153,47 @@ impl Default for DataConfig {
 pub enum BackboneKind {
     /// The reference CNN of `PROTOCOLS.md` (five conv-BN-ReLU blocks), for small images.
     SmallCnn,
+    /// torchvision's ResNet-18.
+    Resnet18,
+    /// torchvision's ResNet-34.
+    Resnet34,
+    /// torchvision's ResNet-50.
+    Resnet50,
+    /// torchvision's ResNet-101.
+    Resnet101,
+    /// torchvision's ResNet-152.
+    Resnet152,
+}
+
+impl BackboneKind {
+    /// The ResNet depth, for the ResNets.
+    pub fn resnet_depth(self) -> Option<usize> {
+        match self {
+            BackboneKind::SmallCnn => None,
+            BackboneKind::Resnet18 => Some(18),
+            BackboneKind::Resnet34 => Some(34),
+            BackboneKind::Resnet50 => Some(50),
+            BackboneKind::Resnet101 => Some(101),
+            BackboneKind::Resnet152 => Some(152),
+        }
+    }
+}
+
+/// ImageNet's per-channel mean, the default normalisation for the ResNets.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet's per-channel standard deviation.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// How an image of another size than `data.size` becomes the model's input (when it is not
+/// randomly cropped: evaluation, or training without `random_resized_crop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeKind {
+    /// Resize the whole image to the size (the aspect ratio changes).
+    Stretch,
+    /// torchvision's evaluation transform: scale so that the size is `crop_fraction` of the
+    /// image (`Resize(256)` for 224), then take the centre (`CenterCrop(224)`).
+    CenterCrop,
 }
 
 /// `[model]`.
@@ -159,6 +208,16 @@ pub struct ModelConfig {
     pub batch_norm: bool,
     /// L2-normalise the embeddings. Default: true.
     pub normalize: bool,
+    /// torchvision weights for a ResNet backbone (`.pth`/`.pt` or `.safetensors`), loaded at
+    /// the start of a fresh run (`--pretrained` overrides). Relative paths are relative to the
+    /// working directory. Default: none.
+    pub pretrained: Option<PathBuf>,
+    /// Train only the head: the backbone's weights and BatchNorm statistics stay as they are.
+    /// Default: false.
+    pub freeze_backbone: bool,
+    /// Keep the backbone's BatchNorm layers on their running statistics (their affine weights
+    /// still train), as is usual when fine-tuning on small P×K batches. Default: false.
+    pub freeze_batch_norm: bool,
 }
 
 impl Default for ModelConfig {
@@ -168,6 +227,9 @@ impl Default for ModelConfig {
             dim: 64,
             batch_norm: false,
             normalize: true,
+            pretrained: None,
+            freeze_backbone: false,
+            freeze_batch_norm: false,
         }
     }
 }
@@ -483,10 +545,26 @@ impl ExperimentConfig {
                 format!("must be in (0, 1), got {}", d.held_out_fraction),
             );
         }
+        if !(d.crop_fraction > 0.0 && d.crop_fraction <= 1.0) {
+            return bad(
+                "data.crop_fraction",
+                format!("must be in (0, 1], got {}", d.crop_fraction),
+            );
+        }
         if d.workers > 64 {
             return bad(
                 "data.workers",
                 format!("must be at most 64, got {}", d.workers),
+            );
+        }
+        if self.model.pretrained.is_some() && self.model.backbone.resnet_depth().is_none() {
+            return bad(
+                "model.pretrained",
+                format!(
+                    "torchvision weights need a ResNet backbone (resnet18, resnet34, resnet50, \
+                     resnet101, resnet152), got `{}`",
+                    toml_name(&self.model.backbone)
+                ),
             );
         }
         if self.model.dim == 0 || self.model.dim > 65536 {
@@ -614,8 +692,9 @@ impl ExperimentConfig {
     /// The model this config describes, for `channels` input channels.
     pub fn model(&self, channels: usize) -> EmbeddingModelConfig {
         let m = &self.model;
-        let backbone = match m.backbone {
-            BackboneKind::SmallCnn => SmallCnnConfig::new().with_in_channels(channels).into(),
+        let backbone = match m.backbone.resnet_depth() {
+            None => SmallCnnConfig::new().with_in_channels(channels).into(),
+            Some(depth) => ResNetConfig::new(depth).with_in_channels(channels).into(),
         };
         EmbeddingModelConfig::new()
             .with_backbone(backbone)

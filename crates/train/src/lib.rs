@@ -22,6 +22,13 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => {
             let backend = args.backend().map_err(anyhow::Error::msg)?;
+            if args.resume && args.pretrained.is_some() {
+                anyhow::bail!(
+                    "--pretrained cannot be combined with --resume: the run's checkpoint in {} \
+                     already holds its weights",
+                    args.out.display()
+                );
+            }
             if args.resume && args.config.is_some() {
                 anyhow::bail!(
                     "--config cannot be combined with --resume: a resumed run keeps the config \
@@ -41,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 out: args.out,
                 backend,
                 resume: args.resume,
+                pretrained: args.pretrained,
             })?;
             Ok(())
         }

@@ -968,3 +968,133 @@ fn eval_and_embed_skip_broken_images() {
     assert_eq!(labels.lines().count(), 41);
     assert!(!labels.contains("corrupt.png") && labels.contains("a/0.png,a"));
 }
+
+fn resnet18(dim: usize) -> triplet_model::EmbeddingModel {
+    EmbeddingModelConfig::new()
+        .with_backbone(triplet_model::ResNetConfig::new(18).into())
+        .with_head(triplet_model::EmbeddingHeadConfig::new().with_dim(dim))
+        .init(&Device::flex())
+}
+
+/// Backbone features of a fixed 3×32×32 input.
+fn resnet_features(model: &triplet_model::EmbeddingModel) -> Vec<f32> {
+    let device = Device::flex();
+    let input: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let x = Tensor::<4>::from_data(TensorData::new(input, [2, 3, 32, 32]), &device);
+    model
+        .backbone()
+        .forward(x)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+/// A ResNet-18 run on RGB photos of mixed sizes from torchvision-named weights: `--pretrained`
+/// loads them (the run says how many tensors), `freeze_backbone` keeps them unchanged through
+/// training while the head trains; a ResNet-34 is refused those weights with the missing tensor
+/// named, and so are `small-cnn` and a missing file.
+#[test]
+fn resnet_trains_from_torchvision_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    for c in 0..4 {
+        let dir = data.join(format!("class{c}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..6 {
+            let (w, h) = if i % 2 == 0 { (40, 30) } else { (28, 44) };
+            let grey = pattern(c, i, 48);
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let v = grey[(y * 48 + x) as usize];
+                image::Rgb([v, v / 2, 255 - v])
+            });
+            let ext = if i % 3 == 0 { "jpg" } else { "png" };
+            img.save(dir.join(format!("{i}.{ext}"))).unwrap();
+        }
+    }
+    let pretrained = resnet18(16);
+    let weights = tmp.path().join("resnet18.safetensors");
+    let triplet_model::Backbone::ResNet(resnet) = pretrained.backbone() else {
+        unreachable!()
+    };
+    triplet_model::torchvision::save_resnet(resnet, &weights).unwrap();
+
+    let config = write_config(
+        tmp.path(),
+        "[data]\nsize = [32, 32]\nsplit = \"none\"\n[model]\nbackbone = \"resnet18\"\ndim = 16\n\
+         freeze_backbone = true\n[sampler]\np = 4\nk = 3\n[optimizer]\nlr = 0.01\n\
+         [augment]\nrandom_resized_crop = true\nhorizontal_flip = true\n[train]\nepochs = 2\n",
+    );
+    let out = tmp.path().join("run");
+    let w = weights.to_str().unwrap();
+    let result = train(&config, &data, &out, &["--pretrained", w]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    assert!(
+        stdout.contains("pretrained: 100 tensors from") && stdout.contains("backbone frozen"),
+        "{stdout}"
+    );
+    let saved = fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(saved.contains("pretrained = ") && saved.contains("resize = \"center-crop\""));
+    assert!(
+        saved.contains("0.485"),
+        "ImageNet normalisation by default: {saved}"
+    );
+
+    let trained = resnet18(16)
+        .try_load_file(out.join("model.bpk"))
+        .expect("the run's model loads");
+    assert_eq!(
+        resnet_features(&trained),
+        resnet_features(&pretrained),
+        "a frozen backbone keeps the pretrained weights"
+    );
+    let probe = Tensor::<4>::ones([1, 3, 32, 32], &Device::flex());
+    assert_ne!(
+        trained.forward(probe.clone()).into_data(),
+        pretrained.forward(probe).into_data(),
+        "the head trained"
+    );
+
+    // Mistakes: one `error:` line each, naming the problem.
+    let resnet34 = write_config(tmp.path(), "[model]\nbackbone = \"resnet34\"\n");
+    let r = train(
+        &resnet34,
+        &data,
+        &tmp.path().join("r34"),
+        &["--pretrained", w],
+    );
+    let err = text(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.starts_with("error:")
+            && err.contains("does not fit a resnet34")
+            && err.contains("80 tensor(s) missing from the file: layer1.2.bn1.bias"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let r = train(
+        &resnet34,
+        &data,
+        &tmp.path().join("missing"),
+        &["--pretrained", "no/such/resnet.pth"],
+    );
+    assert!(
+        text(&r.stderr).contains("no/such/resnet.pth") && text(&r.stderr).contains("not found"),
+        "{}",
+        text(&r.stderr)
+    );
+    let small = write_config(tmp.path(), "[model]\nbackbone = \"small-cnn\"\n");
+    let r = train(
+        &small,
+        &data,
+        &tmp.path().join("small"),
+        &["--pretrained", w],
+    );
+    assert!(
+        text(&r.stderr).contains("ResNet backbone"),
+        "{}",
+        text(&r.stderr)
+    );
+}

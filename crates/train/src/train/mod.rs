@@ -48,6 +48,8 @@ pub struct TrainOptions {
     pub backend: Backend,
     /// `--resume`.
     pub resume: bool,
+    /// `--pretrained`.
+    pub pretrained: Option<PathBuf>,
 }
 
 /// How a run ended.
@@ -96,7 +98,19 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     if let Some(epochs) = options.epochs {
         config.train.epochs = epochs;
     }
+    if let Some(pretrained) = &options.pretrained {
+        config.model.pretrained = Some(pretrained.clone());
+    }
     config.validate().context("invalid settings")?;
+    if resumed.is_none()
+        && let Some(p) = &config.model.pretrained
+        && !p.is_file()
+    {
+        bail!(
+            "pretrained weights {} not found (model.pretrained / --pretrained)",
+            p.display()
+        );
+    }
     let data_path = config.data.path.clone().context(
         "no training data: pass --data PATH (an image folder, IDX file or folder, or CSV list) \
          or set data.path in the config",
@@ -110,6 +124,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     config.data.size = Some(plan.transform.size);
     config.data.mean = Some(plan.transform.mean.clone());
     config.data.std = Some(plan.transform.std.clone());
+    config.data.resize = Some(plan.transform.resize);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     checkpoint::clean_partial(&out)?;
     let config_toml = config.to_toml();
@@ -172,7 +187,31 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         }
         None => {
             model = model.load_record(setup::initial_weights(&model_config, config.train.seed));
+            if let Some(path) = &config.model.pretrained {
+                let report = model.load_torchvision(path)?;
+                say(&format!(
+                    "pretrained: {} tensors from {}{}",
+                    report.loaded,
+                    path.display(),
+                    if report.ignored.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({} not used by an embedding backbone: the classifier and \
+                             BatchNorm counters)",
+                            report.ignored.len()
+                        )
+                    }
+                ));
+            }
         }
+    }
+    if config.model.freeze_backbone {
+        model = model.freeze_backbone();
+        say("backbone frozen: only the head trains");
+    } else if config.model.freeze_batch_norm {
+        model = model.freeze_backbone_batch_norm();
+        say("backbone BatchNorm statistics frozen");
     }
 
     let loss = config.loss().init();

@@ -14,7 +14,8 @@ use burn::store::ModuleRecord;
 use triplet_model::EmbeddingModelConfig;
 
 use crate::config::{
-    ExperimentConfig, OptimizerConfig, OptimizerKind, ScheduleKind, SplitKind, toml_name,
+    ExperimentConfig, IMAGENET_MEAN, IMAGENET_STD, OptimizerConfig, OptimizerKind, ResizeKind,
+    ScheduleKind, SplitKind, toml_name,
 };
 use crate::data::augment::Transform;
 use crate::data::sampler::PkSampler;
@@ -158,10 +159,25 @@ pub fn input_transform(
     native: Option<(usize, [usize; 2])>,
 ) -> Result<Transform> {
     let d = &config.data;
-    let channels = d.channels.or(native.map(|n| n.0)).unwrap_or(3);
-    let size = d.size.or(native.map(|n| n.1)).unwrap_or([32, 32]);
+    let resnet = config.model.backbone.resnet_depth().is_some();
+    // The ResNets: RGB (grey images are repeated), 224 px for photos, ImageNet normalisation
+    // and torchvision's evaluation resize, as their pretrained weights expect.
+    let channels = d
+        .channels
+        .or(if resnet { Some(3) } else { None })
+        .or(native.map(|n| n.0))
+        .unwrap_or(3);
+    let size = d
+        .size
+        .or(native.map(|n| n.1))
+        .unwrap_or(if resnet { [224, 224] } else { [32, 32] });
     let per_channel = |values: &Option<Vec<f32>>, field: &str| -> Result<Vec<f32>> {
-        let v = values.clone().unwrap_or_else(|| vec![0.5]);
+        let default = match (resnet, field) {
+            (true, "mean") if channels == 3 => IMAGENET_MEAN.to_vec(),
+            (true, "std") if channels == 3 => IMAGENET_STD.to_vec(),
+            _ => vec![0.5],
+        };
+        let v = values.clone().unwrap_or(default);
         if v.len() != 1 && v.len() != channels {
             bail!(
                 "data.{field} has {} values for {channels} channel(s)",
@@ -177,6 +193,12 @@ pub fn input_transform(
         mean: per_channel(&d.mean, "mean")?,
         std: per_channel(&d.std, "std")?,
         augment: (augment.random_resized_crop || augment.horizontal_flip).then(|| augment.clone()),
+        resize: d.resize.unwrap_or(if resnet {
+            ResizeKind::CenterCrop
+        } else {
+            ResizeKind::Stretch
+        }),
+        crop_fraction: d.crop_fraction,
     })
 }
 
