@@ -126,6 +126,10 @@ pub struct TrainArgs {
     /// Overrides `model.pretrained`; not with `--resume`.
     #[arg(long, value_name = "FILE")]
     pub pretrained: Option<PathBuf>,
+    /// Float type to train in: f32, f16 or bf16 (half precision where the device supports it).
+    /// Overrides `train.precision`; not with `--resume`.
+    #[arg(long, value_name = "NAME")]
+    pub precision: Option<String>,
 }
 
 impl TrainArgs {

@@ -438,6 +438,38 @@ pub struct TrainConfig {
     /// Write `curves.png` and `embeddings_pca.png` into the run folder at the end. Default:
     /// true.
     pub plots: bool,
+    /// Float type of the training device: `f32`, or `f16` / `bf16` where the device supports
+    /// them (weights, activations and gradients all in that type: Burn 0.22.1 has no
+    /// autocast). Default: `f32`.
+    pub precision: Precision,
+}
+
+/// Float types a run can train in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "f16" | "fp16" | "half" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!(
+                "unknown precision `{other}`; expected f32, f16 or bf16"
+            )),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -452,6 +484,7 @@ impl Default for TrainConfig {
             validate_every_epochs: 1,
             early_stopping_patience: 0,
             plots: true,
+            precision: Precision::F32,
         }
     }
 }

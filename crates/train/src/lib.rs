@@ -22,6 +22,12 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => {
             let backend = args.backend().map_err(anyhow::Error::msg)?;
+            if args.resume && args.precision.is_some() {
+                anyhow::bail!(
+                    "--precision cannot be combined with --resume: a run keeps the precision it \
+                     started with"
+                );
+            }
             if args.resume && args.pretrained.is_some() {
                 anyhow::bail!(
                     "--pretrained cannot be combined with --resume: the run's checkpoint in {} \
@@ -49,6 +55,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 backend,
                 resume: args.resume,
                 pretrained: args.pretrained,
+                precision: args
+                    .precision
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
             })?;
             Ok(())
         }

@@ -1098,3 +1098,43 @@ fn resnet_trains_from_torchvision_weights() {
         text(&r.stderr)
     );
 }
+
+/// `--precision bf16` trains in bfloat16 on flex (weights, activations, gradients), validates,
+/// records the precision, and `eval` reads the half-precision checkpoint back on an f32
+/// device; an unknown precision is one clear error.
+#[test]
+fn trains_in_half_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    idx_folder(&data, 6, 20);
+    let config = write_config(
+        tmp.path(),
+        "[sampler]\np = 4\nk = 4\n[train]\nepochs = 2\n[optimizer]\nlr = 0.01\n",
+    );
+    let out = tmp.path().join("run");
+    let result = train(&config, &data, &out, &["--precision", "bf16"]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    let saved = fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(saved.contains("precision = \"bf16\""), "{saved}");
+    let records = metrics(&out);
+    let losses: Vec<f64> = records
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect();
+    assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let validation = records
+        .iter()
+        .rfind(|r| r["kind"] == "validation")
+        .expect("a validation");
+    let p1 = validation["precision_at_1"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p1));
+    let o = out.to_str().unwrap();
+    let eval = ok(&["eval", "--checkpoint", o, "--data", data.to_str().unwrap()]);
+    assert!(eval.contains("MAP@R"), "{eval}");
+
+    let r = train(&config, &data, &tmp.path().join("f8"), &["--precision", "f8"]);
+    let err = text(&r.stderr);
+    assert!(!r.status.success() && err.contains("unknown precision `f8`"), "{err}");
+}

@@ -83,7 +83,7 @@ pub fn embed(
         let e: Vec<f32> = model
             .forward(x)
             .into_data()
-            .try_into_vec::<f32>()
+            .try_into_vec_as::<f32>()
             .map_err(|e| anyhow::anyhow!("reading embeddings back from the device: {e:?}"))?;
         out.dim = e.len() / batch.count;
         if let Some(bad) = e.iter().position(|v| !v.is_finite()) {

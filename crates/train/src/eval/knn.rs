@@ -118,7 +118,7 @@ where
         x.powi_scalar(2)
             .sum_dim(1)
             .into_data()
-            .try_into_vec::<f32>()
+            .try_into_vec_as::<f32>()
             .map_err(|e| KnnError::Device(format!("{e:?}")))
     };
     let ref_sq = if cosine {
@@ -143,7 +143,7 @@ where
         let dots: Vec<f32> = q
             .matmul(refs_t.clone())
             .into_data()
-            .try_into_vec::<f32>()
+            .try_into_vec_as::<f32>()
             .map_err(|e| KnnError::Device(format!("{e:?}")))?;
         let ranked: Vec<T> = (0..b)
             .into_par_iter()

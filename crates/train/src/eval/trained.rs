@@ -123,7 +123,7 @@ pub fn load(
         .with_context(|| format!("cannot read model weights {}", weights.display()))?;
     let model = config.model(channels).init(device);
     let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .and_then(|r| model.try_load_record(r))
+        .and_then(|r| model.try_load_record(r.cast_to_module_dtype()))
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .with_context(|| {
             format!(

@@ -13,11 +13,11 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Int, Tensor, TensorData};
+use burn::tensor::{Bytes, FloatDType, Int, Tensor, TensorData};
 use serde_json::json;
 use triplet_model::EmbeddingModel;
 
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, Precision, toml_name};
 use crate::data::augment::Transform;
 use crate::data::loader::{BadImages, Loader, LoaderOptions};
 use crate::data::sampler::SamplerState;
@@ -50,6 +50,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// `--pretrained`.
     pub pretrained: Option<PathBuf>,
+    /// `--precision`.
+    pub precision: Option<Precision>,
 }
 
 /// How a run ended.
@@ -68,7 +70,7 @@ pub struct TrainSummary {
 /// Runs `triplet train`.
 pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     let out = options.out.clone();
-    let device = options.backend.device().map_err(anyhow::Error::msg)?;
+    let mut device = options.backend.device().map_err(anyhow::Error::msg)?;
 
     // The run's config and position: fresh, or from the latest checkpoint.
     let (mut config, resumed) = if options.resume {
@@ -100,6 +102,26 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     }
     if let Some(pretrained) = &options.pretrained {
         config.model.pretrained = Some(pretrained.clone());
+    }
+    if let Some(precision) = options.precision {
+        config.train.precision = precision;
+    }
+    let float = match config.train.precision {
+        Precision::F32 => None,
+        Precision::F16 => Some(FloatDType::F16),
+        Precision::Bf16 => Some(FloatDType::BF16),
+    };
+    if let Some(dtype) = float {
+        if !device.supports_dtype(dtype) {
+            bail!(
+                "backend {} does not support {} (train.precision / --precision)",
+                options.backend,
+                toml_name(&config.train.precision)
+            );
+        }
+        device
+            .configure(dtype)
+            .map_err(|e| anyhow::anyhow!("cannot switch {} to {dtype:?}: {e:?}", options.backend))?;
     }
     config.validate().context("invalid settings")?;
     if resumed.is_none()
@@ -161,7 +183,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     match &resumed {
         Some(ckpt) => {
             let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model.clone()))
-                .and_then(|r| model.clone().try_load_record(r))
+                .and_then(|r| model.clone().try_load_record(r.cast_to_module_dtype()))
                 .map_err(|e| anyhow::anyhow!("{e:?}"))
                 .with_context(|| format!("loading the model of {}", ckpt.dir.display()))?;
             model = record;
@@ -186,9 +208,13 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             }
         }
         None => {
-            model = model.load_record(setup::initial_weights(&model_config, config.train.seed));
-            if let Some(path) = &config.model.pretrained {
-                let report = model.load_torchvision(path)?;
+            let (record, report) = setup::initial_weights(
+                &model_config,
+                config.train.seed,
+                config.model.pretrained.as_deref(),
+            )?;
+            model = model.load_record(record.cast_to_module_dtype());
+            if let (Some(path), Some(report)) = (&config.model.pretrained, report) {
                 say(&format!(
                     "pretrained: {} tensors from {}{}",
                     report.loaded,

@@ -12,6 +12,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::store::ModuleRecord;
 use triplet_model::EmbeddingModelConfig;
+use triplet_model::torchvision::ImportReport;
 
 use crate::config::{
     ExperimentConfig, IMAGENET_MEAN, IMAGENET_STD, OptimizerConfig, OptimizerKind, ResizeKind,
@@ -326,11 +327,22 @@ pub fn learning_rate(config: &ExperimentConfig, step: u64, total: u64, per_epoch
 }
 
 /// Fresh weights drawn from `seed` on the host CPU backend, so that every backend starts a run
-/// from the same weights ([`crate::device::host`]: flex, else ndarray).
-pub fn initial_weights(config: &EmbeddingModelConfig, seed: u64) -> ModuleRecord {
+/// from the same weights ([`crate::device::host`]: flex, else ndarray), with the torchvision
+/// weights of `pretrained` loaded into the backbone. In f32: the training device casts them to
+/// its precision.
+pub fn initial_weights(
+    config: &EmbeddingModelConfig,
+    seed: u64,
+    pretrained: Option<&Path>,
+) -> Result<(ModuleRecord, Option<ImportReport>)> {
     let device = crate::device::host();
     device.seed(seed);
-    config.init(&device).into_record()
+    let mut model = config.init(&device);
+    let report = match pretrained {
+        Some(path) => Some(model.load_torchvision(path)?),
+        None => None,
+    };
+    Ok((model.into_record(), report))
 }
 
 #[cfg(test)]
