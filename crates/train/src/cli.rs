@@ -130,6 +130,12 @@ pub struct TrainArgs {
     /// Overrides `train.precision`; not with `--resume`.
     #[arg(long, value_name = "NAME")]
     pub precision: Option<String>,
+    /// Data-parallel training over several devices of `--backend`, by index: `0,1` for two GPUs.
+    /// Each device gets a replica and whole classes of every P×K batch (P/n classes each, so P
+    /// must be at least 2 per device); gradients are averaged on the first. A repeated index
+    /// (`0,0`) runs two replicas on one device.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub devices: Vec<usize>,
 }
 
 impl TrainArgs {

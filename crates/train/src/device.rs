@@ -76,6 +76,25 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Device `index` of this backend (`--devices`): GPUs by their index; the CPU backends have
+    /// one device, 0.
+    pub fn device_at(self, index: usize) -> Result<Device, String> {
+        match self {
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu if index > 0 => {
+                Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)))
+            }
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => Ok(Device::cuda(index)),
+            _ if index == 0 => self.device(),
+            _ => Err(format!(
+                "backend `{self}` has one device here, index 0; --devices asked for {index}"
+            )),
+        }
+    }
+}
+
 /// The host CPU device (flex when compiled in, else ndarray, else Burn's default): where
 /// initial weights are drawn and where the plain-slice metric functions compute.
 pub fn host() -> Device {

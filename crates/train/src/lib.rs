@@ -61,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     .map(str::parse)
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
+                devices: args.devices,
             })?;
             Ok(())
         }

@@ -1123,7 +1123,10 @@ fn trains_in_half_precision() {
         .filter(|r| r["kind"] == "step")
         .map(|r| r["loss"].as_f64().unwrap())
         .collect();
-    assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(
+        !losses.is_empty() && losses.iter().all(|l| l.is_finite()),
+        "{losses:?}"
+    );
     let validation = records
         .iter()
         .rfind(|r| r["kind"] == "validation")
@@ -1134,7 +1137,62 @@ fn trains_in_half_precision() {
     let eval = ok(&["eval", "--checkpoint", o, "--data", data.to_str().unwrap()]);
     assert!(eval.contains("MAP@R"), "{eval}");
 
-    let r = train(&config, &data, &tmp.path().join("f8"), &["--precision", "f8"]);
+    let r = train(
+        &config,
+        &data,
+        &tmp.path().join("f8"),
+        &["--precision", "f8"],
+    );
     let err = text(&r.stderr);
-    assert!(!r.status.success() && err.contains("unknown precision `f8`"), "{err}");
+    assert!(
+        !r.status.success() && err.contains("unknown precision `f8`"),
+        "{err}"
+    );
+}
+
+/// `--devices 0,0` trains two replicas (each its own half of every batch's classes) and says so;
+/// a device the backend does not have, and more devices than P/2, are one clear error each.
+#[test]
+fn data_parallel_replicas_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    idx_folder(&data, 6, 20);
+    let config = write_config(
+        tmp.path(),
+        "[sampler]\np = 4\nk = 4\n[train]\nepochs = 2\n[optimizer]\nlr = 0.01\n",
+    );
+    let out = tmp.path().join("run");
+    let result = train(&config, &data, &out, &["--devices", "0,0"]);
+    let stdout = text(&result.stdout);
+    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    assert!(
+        stdout.contains("on 2 devices (2 classes of each batch per device)"),
+        "{stdout}"
+    );
+    let losses: Vec<f64> = metrics(&out)
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect();
+    assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite()));
+
+    let r = train(
+        &config,
+        &data,
+        &tmp.path().join("two"),
+        &["--devices", "0,1"],
+    );
+    let err = text(&r.stderr);
+    assert!(err.contains("has one device here, index 0"), "{err}");
+    let r = train(
+        &config,
+        &data,
+        &tmp.path().join("three"),
+        &["--devices", "0,0,0"],
+    );
+    let err = text(&r.stderr);
+    assert!(
+        err.contains("P = 4 classes") && err.contains("at least 6"),
+        "{err}"
+    );
 }

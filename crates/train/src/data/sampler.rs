@@ -100,6 +100,11 @@ impl PkSampler {
         self.batches_per_epoch
     }
 
+    /// P, the classes of a batch.
+    pub fn classes_per_batch(&self) -> usize {
+        self.p
+    }
+
     /// P × K.
     pub fn batch_size(&self) -> usize {
         self.p * self.k

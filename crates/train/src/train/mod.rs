@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Bytes, Device, FloatDType, Int, Tensor, TensorData};
 use serde_json::json;
+use triplet_loss::{MiningStats, TripletLoss};
 use triplet_model::EmbeddingModel;
 
 use crate::config::{ExperimentConfig, Precision, toml_name};
@@ -52,6 +53,8 @@ pub struct TrainOptions {
     pub pretrained: Option<PathBuf>,
     /// `--precision`.
     pub precision: Option<Precision>,
+    /// `--devices`: indices of `backend`'s devices; empty for its default device.
+    pub devices: Vec<usize>,
 }
 
 /// How a run ended.
@@ -70,7 +73,16 @@ pub struct TrainSummary {
 /// Runs `triplet train`.
 pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     let out = options.out.clone();
-    let mut device = options.backend.device().map_err(anyhow::Error::msg)?;
+    let mut replica_devices: Vec<Device> = if options.devices.is_empty() {
+        vec![options.backend.device().map_err(anyhow::Error::msg)?]
+    } else {
+        options
+            .devices
+            .iter()
+            .map(|&i| options.backend.device_at(i))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?
+    };
 
     // The run's config and position: fresh, or from the latest checkpoint.
     let (mut config, resumed) = if options.resume {
@@ -112,17 +124,24 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         Precision::Bf16 => Some(FloatDType::BF16),
     };
     if let Some(dtype) = float {
-        if !device.supports_dtype(dtype) {
-            bail!(
-                "backend {} does not support {} (train.precision / --precision)",
-                options.backend,
-                toml_name(&config.train.precision)
-            );
+        for i in 0..replica_devices.len() {
+            if replica_devices[..i].contains(&replica_devices[i]) {
+                continue; // `--devices 0,0`: the same device, configured once
+            }
+            let device = &mut replica_devices[i];
+            if !device.supports_dtype(dtype) {
+                bail!(
+                    "backend {} does not support {} (train.precision / --precision)",
+                    options.backend,
+                    toml_name(&config.train.precision)
+                );
+            }
+            device.configure(dtype).map_err(|e| {
+                anyhow::anyhow!("cannot switch {} to {dtype:?}: {e:?}", options.backend)
+            })?;
         }
-        device
-            .configure(dtype)
-            .map_err(|e| anyhow::anyhow!("cannot switch {} to {dtype:?}: {e:?}", options.backend))?;
     }
+    let device = replica_devices[0].clone();
     config.validate().context("invalid settings")?;
     if resumed.is_none()
         && let Some(p) = &config.model.pretrained
@@ -140,6 +159,20 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
 
     let source = source::open(&data_path)?;
     let plan = setup::plan(&config, source, &data_path)?;
+    let p = plan.sampler.classes_per_batch();
+    if p < 2 * replica_devices.len() {
+        bail!(
+            "--devices {}: each device mines inside its own share of a batch's classes and needs \
+             at least 2 of them, but a batch has P = {p} classes; set [sampler] p to at least {}",
+            options
+                .devices
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            2 * replica_devices.len()
+        );
+    }
     // The run's config records the input it resolved (channels, size, normalisation), so that
     // `triplet eval` and `embed` feed the model exactly what it was trained on.
     config.data.channels = Some(plan.transform.channels);
@@ -162,13 +195,31 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         );
     }
     say(&format!(
-        "backend {}; {} data worker(s), {} batches prefetched",
-        options.backend, config.data.workers, config.data.prefetch
+        "backend {}{}; {} data worker(s), {} batches prefetched",
+        options.backend,
+        if replica_devices.len() > 1 {
+            format!(
+                " on {} devices ({} classes of each batch per device)",
+                replica_devices.len(),
+                p / replica_devices.len()
+            )
+        } else {
+            String::new()
+        },
+        config.data.workers,
+        config.data.prefetch
     ));
 
     // Model and optimiser: fresh weights are drawn on the host from the seed, so every backend
     // starts from the same ones; a resume loads the checkpoint's.
     let train_device = device.autodiff();
+    // Data parallelism: the first device holds the model and the optimiser; every device
+    // (the first included) gets a replica and its own P×K part of each batch.
+    let replicas: Vec<Device> = replica_devices
+        .iter()
+        .cloned()
+        .map(Device::autodiff)
+        .collect();
     let model_config = config.model(plan.transform.channels);
     let mut model = model_config.init(&train_device);
     let mut optim = setup::optimizer(&config.optimizer);
@@ -293,14 +344,14 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             let mut record = json!({ "kind": "step", "epoch": epoch + 1, "lr": lr });
             if batch.count >= 2 {
                 let n = batch.count;
-                let x = Tensor::<4>::from_data(
-                    TensorData::new(batch.images, [n, c, h, w]),
-                    &train_device,
+                let (value, s, grads) = step_on_replicas(
+                    &model,
+                    &loss,
+                    &replicas,
+                    &batch.images,
+                    &batch.labels,
+                    [c, h, w],
                 );
-                let y =
-                    Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), &train_device);
-                let output = loss.forward_with_stats(model.forward(x), y);
-                let value = f64::from(output.loss.clone().into_scalar::<f32>());
                 if !value.is_finite() {
                     bail!(
                         "the loss became {value} at step {} (epoch {}); nothing was saved from this \
@@ -311,9 +362,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                         checkpoint::folder(&out).display()
                     );
                 }
-                let grads = GradientsParams::from_grads(output.loss.backward(), &model);
                 model = optim.step(lr, model, grads);
-                let s = output.stats;
                 let active = s.active_fraction();
                 sum_loss += value;
                 sum_active += active;
@@ -618,4 +667,181 @@ pub fn evaluate(
         &model_device(model),
     )?;
     Ok((r, embedded))
+}
+
+/// One training step's loss, mining statistics and gradients (on the first device), with the
+/// batch split by class over `replicas`: each replica mines inside its own P×K part (P/n
+/// classes of K images), and the gradients of the parts' losses are averaged on the first
+/// device, as Burn's `MultiDevice` strategy does. The parts are dispatched one after another;
+/// on asynchronous devices (GPUs) their kernels overlap, and the losses are read back only
+/// after every backward pass is queued.
+fn step_on_replicas(
+    model: &EmbeddingModel,
+    loss: &TripletLoss,
+    replicas: &[Device],
+    images: &[f32],
+    labels: &[i64],
+    [c, h, w]: [usize; 3],
+) -> (f64, MiningStats, GradientsParams) {
+    let main = &replicas[0];
+    let image_len = c * h * w;
+    let parts = split_by_class(labels, replicas.len());
+    let weight = 1.0 / parts.len() as f64;
+    let mut accumulator = GradientsAccumulator::new();
+    let mut losses = Vec::new();
+    let mut stats = MiningStats::default();
+    for (device, rows) in replicas.iter().zip(&parts) {
+        let replica = if device == main {
+            model.clone()
+        } else {
+            model.clone().fork(device)
+        };
+        let mut x = Vec::with_capacity(rows.len() * image_len);
+        for &r in rows {
+            x.extend_from_slice(&images[r * image_len..(r + 1) * image_len]);
+        }
+        let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
+        let n = rows.len();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [n, c, h, w]), device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device);
+        let output = loss.forward_with_stats(replica.forward(x), y);
+        let part_loss = if parts.len() == 1 {
+            output.loss
+        } else {
+            output.loss.mul_scalar(weight)
+        };
+        losses.push(part_loss.clone());
+        let grads = GradientsParams::from_grads(part_loss.backward(), &replica);
+        let grads = if device == main {
+            grads
+        } else {
+            grads.to_device(main, model)
+        };
+        accumulator.accumulate(model, grads);
+        let s = output.stats;
+        stats.triplets += s.triplets;
+        stats.active += s.active;
+        stats.anchors_with_triplet += s.anchors_with_triplet;
+        stats.mean_d_ap += s.mean_d_ap * weight;
+        stats.mean_d_an += s.mean_d_an * weight;
+    }
+    let value = losses
+        .into_iter()
+        .map(|l| f64::from(l.into_scalar::<f32>()))
+        .sum();
+    (value, stats, accumulator.grads())
+}
+
+/// The batch's rows split into `parts` groups of whole classes (class `j` in order of first
+/// appearance goes to group `j mod parts`), so each group is itself a P×K batch.
+fn split_by_class(labels: &[i64], parts: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<i64> = Vec::new();
+    for &l in labels {
+        if !order.contains(&l) {
+            order.push(l);
+        }
+    }
+    let mut groups = vec![Vec::new(); parts.min(order.len()).max(1)];
+    let count = groups.len();
+    for (row, l) in labels.iter().enumerate() {
+        let class = order.iter().position(|o| o == l).unwrap_or(0);
+        groups[class % count].push(row);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod replica_tests {
+    use super::*;
+    use burn::module::{ModuleVisitor, Param};
+    use triplet_loss::{Mining, TripletLossConfig};
+    use triplet_model::{EmbeddingHeadConfig, EmbeddingModelConfig, SmallCnnConfig};
+
+    /// Every gradient of `model`'s parameters in `grads`, flattened in visiting order.
+    fn flat(model: &EmbeddingModel, grads: &GradientsParams) -> Vec<f32> {
+        struct Collect<'a>(&'a GradientsParams, Vec<f32>);
+        impl ModuleVisitor for Collect<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                // Parameters without a gradient (none reached them) add nothing.
+                if let Some(g) = self.0.get::<D>(param.id) {
+                    self.1
+                        .extend(g.into_data().try_into_vec_as::<f32>().unwrap());
+                }
+            }
+        }
+        let mut c = Collect(grads, Vec::new());
+        model.visit(&mut c);
+        c.1
+    }
+
+    #[test]
+    fn whole_classes_go_to_each_part() {
+        let parts = split_by_class(&[7, 7, 3, 3, 9, 9, 1, 1, 5, 5], 2);
+        assert_eq!(parts, [vec![0, 1, 4, 5, 8, 9], vec![2, 3, 6, 7]]);
+        assert_eq!(split_by_class(&[1, 1, 2, 2], 1), [vec![0, 1, 2, 3]]);
+    }
+
+    /// Two replicas (here on one device) give the mean of their parts' losses and gradients,
+    /// each part mined on its own.
+    #[test]
+    fn replicas_average_their_parts() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let model = EmbeddingModelConfig::new()
+            .with_backbone(SmallCnnConfig::new().with_in_channels(1).into())
+            .with_head(EmbeddingHeadConfig::new().with_dim(8))
+            .init(&device);
+        let loss = TripletLossConfig::new()
+            .with_mining(Mining::All)
+            .with_margin(1.0)
+            .init();
+        let labels = [0i64, 0, 1, 1, 2, 2, 3, 3];
+        let images: Vec<f32> = (0..8 * 64)
+            .map(|i| ((i * 37 + i / 64 * 11) % 29) as f32 / 14.0 - 1.0)
+            .collect();
+        let (value, stats, grads) = step_on_replicas(
+            &model,
+            &loss,
+            &[device.clone(), device.clone()],
+            &images,
+            &labels,
+            [1, 8, 8],
+        );
+        let mut want_value = 0.0;
+        let mut want_grads: Vec<f32> = Vec::new();
+        let mut triplets = 0;
+        for rows in [[0usize, 1, 4, 5], [2, 3, 6, 7]] {
+            let x: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| images[r * 64..(r + 1) * 64].to_vec())
+                .collect();
+            let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
+            let x = Tensor::<4>::from_data(TensorData::new(x, [4, 1, 8, 8]), &device);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [4]), &device);
+            let out = loss.forward_with_stats(model.forward(x), y);
+            want_value += 0.5 * f64::from(out.loss.clone().into_scalar::<f32>());
+            triplets += out.stats.triplets;
+            let g = flat(
+                &model,
+                &GradientsParams::from_grads(out.loss.backward(), &model),
+            );
+            if want_grads.is_empty() {
+                want_grads = g.iter().map(|v| 0.5 * v).collect();
+            } else {
+                for (w, v) in want_grads.iter_mut().zip(g) {
+                    *w += 0.5 * v;
+                }
+            }
+        }
+        assert!((value - want_value).abs() < 1e-6, "{value} vs {want_value}");
+        assert!(value > 0.0, "the margin makes the loss positive");
+        assert_eq!(stats.triplets, triplets);
+        let got = flat(&model, &grads);
+        assert_eq!(got.len(), want_grads.len());
+        let scale = want_grads.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        for (g, w) in got.iter().zip(&want_grads) {
+            assert!((g - w).abs() <= 1e-5 * scale, "{g} vs {w}");
+        }
+    }
 }
