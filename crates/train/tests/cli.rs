@@ -613,12 +613,16 @@ fn grey_model() -> triplet_model::EmbeddingModel {
 
 /// Trains with `config` (text) on 6 classes × 20 IDX images; returns the data folder, the run
 /// folder, the stdout and the `validation` records.
-fn train_validated(tmp: &Path, config: &str) -> (PathBuf, PathBuf, String, Vec<serde_json::Value>) {
+fn train_validated(
+    tmp: &Path,
+    config: &str,
+    extra: &[&str],
+) -> (PathBuf, PathBuf, String, Vec<serde_json::Value>) {
     let data = tmp.join("idx");
     idx_folder(&data, 6, 20);
     let config = write_config(tmp, config);
     let out = tmp.join("run");
-    let result = train(&config, &data, &out, &[]);
+    let result = train(&config, &data, &out, extra);
     let stdout = text(&result.stdout);
     assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
     let validations = metrics(&out)
@@ -655,6 +659,7 @@ fn validation_keeps_the_best_checkpoint_and_eval_embed_export_use_it() {
         tmp.path(),
         "[sampler]\np = 4\nk = 4\n[train]\nepochs = 5\nkeep_checkpoints = 1\n\
          validate_every_epochs = 1\n[optimizer]\nlr = 0.01\n",
+        &[],
     );
     assert_eq!(validations.len(), 5, "{stdout}");
     let map = |r: &serde_json::Value| r["mean_average_precision_at_r"].as_f64().unwrap();
@@ -827,6 +832,7 @@ fn early_stopping_stops_and_keeps_the_best() {
         tmp.path(),
         "[sampler]\np = 4\nk = 4\n[train]\nepochs = 40\nearly_stopping_patience = 1\n\
          [optimizer]\nlr = 0.01\n",
+        &[],
     );
     let records = metrics(&out);
     let epochs = records.iter().filter(|r| r["kind"] == "epoch").count();
@@ -1105,38 +1111,24 @@ fn resnet_trains_from_torchvision_weights() {
 #[test]
 fn trains_in_half_precision() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("idx");
-    idx_folder(&data, 6, 20);
-    let config = write_config(
-        tmp.path(),
-        "[sampler]\np = 4\nk = 4\n[train]\nepochs = 2\n[optimizer]\nlr = 0.01\n",
-    );
-    let out = tmp.path().join("run");
-    let result = train(&config, &data, &out, &["--precision", "bf16"]);
-    let stdout = text(&result.stdout);
-    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    let config = "[sampler]\np = 4\nk = 4\n[train]\nepochs = 2\n[optimizer]\nlr = 0.01\n";
+    let (data, out, _, validations) = train_validated(tmp.path(), config, &["--precision", "bf16"]);
     let saved = fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(saved.contains("precision = \"bf16\""), "{saved}");
-    let records = metrics(&out);
-    let losses: Vec<f64> = records
-        .iter()
-        .filter(|r| r["kind"] == "step")
-        .map(|r| r["loss"].as_f64().unwrap())
-        .collect();
+    let losses = step_losses(&out);
     assert!(
         !losses.is_empty() && losses.iter().all(|l| l.is_finite()),
         "{losses:?}"
     );
-    let validation = records
-        .iter()
-        .rfind(|r| r["kind"] == "validation")
-        .expect("a validation");
-    let p1 = validation["precision_at_1"].as_f64().unwrap();
+    let p1 = validations.last().expect("a validation")["precision_at_1"]
+        .as_f64()
+        .unwrap();
     assert!((0.0..=1.0).contains(&p1));
     let o = out.to_str().unwrap();
     let eval = ok(&["eval", "--checkpoint", o, "--data", data.to_str().unwrap()]);
     assert!(eval.contains("MAP@R"), "{eval}");
 
+    let config = write_config(tmp.path(), config);
     let r = train(
         &config,
         &data,
@@ -1155,27 +1147,16 @@ fn trains_in_half_precision() {
 #[test]
 fn data_parallel_replicas_train() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("idx");
-    idx_folder(&data, 6, 20);
-    let config = write_config(
-        tmp.path(),
-        "[sampler]\np = 4\nk = 4\n[train]\nepochs = 2\n[optimizer]\nlr = 0.01\n",
-    );
-    let out = tmp.path().join("run");
-    let result = train(&config, &data, &out, &["--devices", "0,0"]);
-    let stdout = text(&result.stdout);
-    assert!(result.status.success(), "{stdout}{}", text(&result.stderr));
+    let config = "[sampler]\np = 4\nk = 4\n[train]\nepochs = 2\n[optimizer]\nlr = 0.01\n";
+    let (data, out, stdout, _) = train_validated(tmp.path(), config, &["--devices", "0,0"]);
     assert!(
         stdout.contains("on 2 devices (2 classes of each batch per device)"),
         "{stdout}"
     );
-    let losses: Vec<f64> = metrics(&out)
-        .iter()
-        .filter(|r| r["kind"] == "step")
-        .map(|r| r["loss"].as_f64().unwrap())
-        .collect();
+    let losses = step_losses(&out);
     assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite()));
 
+    let config = write_config(tmp.path(), config);
     let r = train(
         &config,
         &data,
@@ -1195,4 +1176,13 @@ fn data_parallel_replicas_train() {
         err.contains("P = 4 classes") && err.contains("at least 6"),
         "{err}"
     );
+}
+
+/// The loss of every step in `out`'s metrics.jsonl.
+fn step_losses(out: &Path) -> Vec<f64> {
+    metrics(out)
+        .iter()
+        .filter(|r| r["kind"] == "step")
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect()
 }
