@@ -77,19 +77,30 @@ impl Backend {
 }
 
 impl Backend {
-    /// Device `index` of this backend (`--devices`): GPUs by their index; the CPU backends have
-    /// one device, 0.
+    /// Device `index` of this backend (`--devices`): the GPUs Burn finds, in its order; the CPU
+    /// backends have one device, 0.
     pub fn device_at(self, index: usize) -> Result<Device, String> {
-        match self {
+        let found: Vec<Device> = match self {
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu if index > 0 => {
-                Ok(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)))
-            }
+            Backend::Wgpu => Device::enumerate(burn::tensor::DeviceType::Wgpu)
+                .into_iter()
+                .collect(),
             #[cfg(feature = "cuda")]
-            Backend::Cuda => Ok(Device::cuda(index)),
-            _ if index == 0 => self.device(),
-            _ => Err(format!(
+            Backend::Cuda => Device::enumerate(burn::tensor::DeviceType::Cuda)
+                .into_iter()
+                .collect(),
+            _ => vec![self.device()?],
+        };
+        match found.get(index) {
+            Some(device) => Ok(device.clone()),
+            None if found.is_empty() => Err(format!("backend `{self}` finds no device here")),
+            None if found.len() == 1 => Err(format!(
                 "backend `{self}` has one device here, index 0; --devices asked for {index}"
+            )),
+            None => Err(format!(
+                "backend `{self}` has {} devices here, indices 0 to {}; --devices asked for {index}",
+                found.len(),
+                found.len().saturating_sub(1)
             )),
         }
     }

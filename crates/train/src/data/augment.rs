@@ -59,7 +59,13 @@ impl Transform {
         let mut rng = SplitMix64::new(key);
         let rect = match &self.augment {
             Some(aug) if aug.random_resized_crop => Some(random_crop(native, aug, &mut rng)),
-            _ if native == self.size => None,
+            // Already the input size: nothing to do, unless a centre crop zooms in (torchvision's
+            // Resize(256) + CenterCrop(224) zooms a 224×224 photo too).
+            _ if native == self.size
+                && (self.resize == ResizeKind::Stretch || self.crop_fraction >= 1.0) =>
+            {
+                None
+            }
             _ => Some(self.fixed_crop(native)),
         };
         let mut out = match rect {
@@ -105,7 +111,8 @@ impl Transform {
 
 /// torchvision's `RandomResizedCrop` on an image of `[h0, w0]` pixels: a crop of random area (a
 /// fraction of the image in `crop_scale`) and aspect ratio (log-uniform in `crop_ratio`). After
-/// 10 failed draws it falls back to the whole image.
+/// 10 failed draws it falls back, as torchvision does, to the largest centred crop whose aspect
+/// ratio is within `crop_ratio`.
 fn random_crop([h0, w0]: [usize; 2], aug: &AugmentConfig, rng: &mut SplitMix64) -> [f64; 4] {
     let (h, w) = (h0 as f64, w0 as f64);
     let area = h * w;
@@ -122,7 +129,15 @@ fn random_crop([h0, w0]: [usize; 2], aug: &AugmentConfig, rng: &mut SplitMix64) 
             return [top, left, ch, cw];
         }
     }
-    [0.0, 0.0, h, w]
+    let (lo, hi) = (aug.crop_ratio[0], aug.crop_ratio[1]);
+    let (ch, cw) = if w / h < lo {
+        ((w / lo).round().min(h), w)
+    } else if w / h > hi {
+        (h, (h * hi).round().min(w))
+    } else {
+        (h, w)
+    };
+    [(h - ch) / 2.0, (w - cw) / 2.0, ch, cw]
 }
 
 /// The randomness key of slot `slot` of batch `batch` in `epoch`.
@@ -253,6 +268,33 @@ mod tests {
         // 0.5: the middle 4×4 (columns 6..10) at its own scale.
         let out = ramp_to_4x4(ResizeKind::CenterCrop, 0.5, None);
         assert!(out.chunks(4).all(|r| r == [6.0, 7.0, 8.0, 9.0]), "{out:?}");
+    }
+
+    #[test]
+    fn centre_crop_zooms_an_image_already_at_the_input_size() {
+        // torchvision: Resize(size / fraction) then CenterCrop(size) zooms in even then.
+        let img: Vec<f32> = (0..16).map(|i| (i % 4) as f32).collect();
+        let t = |resize, crop_fraction| Transform {
+            mean: vec![0.0],
+            std: vec![1.0],
+            resize,
+            crop_fraction,
+            ..transform(None)
+        };
+        assert_eq!(
+            t(ResizeKind::Stretch, 0.5).prepare(img.clone(), [4, 4], 0),
+            img
+        );
+        assert_eq!(
+            t(ResizeKind::CenterCrop, 1.0).prepare(img.clone(), [4, 4], 0),
+            img
+        );
+        // Fraction 0.5: the middle 2×2 (columns 1..3) fills the 4×4 input; output pixel
+        // centres fall at 1.25, 1.75, 2.25, 2.75, where the ramp reads 0.75 … 2.25.
+        let zoomed = t(ResizeKind::CenterCrop, 0.5).prepare(img, [4, 4], 0);
+        for row in zoomed.chunks(4) {
+            assert_eq!(row, [0.75, 1.25, 1.75, 2.25]);
+        }
     }
 
     #[test]

@@ -140,6 +140,12 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 anyhow::anyhow!("cannot switch {} to {dtype:?}: {e:?}", options.backend)
             })?;
         }
+        say(&format!(
+            "warning: train.precision = \"{}\" keeps weights and optimiser state in half precision \
+             too (Burn 0.22.1 has no f32 master weights): an update smaller than about 5e-4 \
+             (f16) or 4e-3 (bf16) of a weight is lost, so small learning rates barely train",
+            toml_name(&config.train.precision)
+        ));
     }
     let device = replica_devices[0].clone();
     config.validate().context("invalid settings")?;
@@ -671,10 +677,11 @@ pub fn evaluate(
 
 /// One training step's loss, mining statistics and gradients (on the first device), with the
 /// batch split by class over `replicas`: each replica mines inside its own P×K part (P/n
-/// classes of K images), and the gradients of the parts' losses are averaged on the first
-/// device, as Burn's `MultiDevice` strategy does. The parts are dispatched one after another;
-/// on asynchronous devices (GPUs) their kernels overlap, and the losses are read back only
-/// after every backward pass is queued.
+/// classes of K images), and the gradients of the parts' losses (each weighted 1/n) are summed
+/// on the first device, as Burn's `MultiDevice` strategy does. With several replicas each runs
+/// in its own thread, as in `MultiDevice`: the devices work at the same time, and Burn's
+/// BatchNorm running statistics, which merge the updates of different threads, take one
+/// averaged step instead of one per replica.
 fn step_on_replicas(
     model: &EmbeddingModel,
     loss: &TripletLoss,
@@ -687,10 +694,7 @@ fn step_on_replicas(
     let image_len = c * h * w;
     let parts = split_by_class(labels, replicas.len());
     let weight = 1.0 / parts.len() as f64;
-    let mut accumulator = GradientsAccumulator::new();
-    let mut losses = Vec::new();
-    let mut stats = MiningStats::default();
-    for (device, rows) in replicas.iter().zip(&parts) {
+    let part = |device: &Device, rows: &[usize]| {
         let replica = if device == main {
             model.clone()
         } else {
@@ -710,25 +714,42 @@ fn step_on_replicas(
         } else {
             output.loss.mul_scalar(weight)
         };
-        losses.push(part_loss.clone());
+        let value = f64::from(part_loss.clone().into_scalar::<f32>());
         let grads = GradientsParams::from_grads(part_loss.backward(), &replica);
         let grads = if device == main {
             grads
         } else {
-            grads.to_device(main, model)
+            grads.to_device(main, &replica)
         };
+        (value, output.stats, grads)
+    };
+    let results: Vec<(f64, MiningStats, GradientsParams)> = if parts.len() == 1 {
+        vec![part(main, &parts[0])]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = replicas
+                .iter()
+                .zip(&parts)
+                .map(|(device, rows)| scope.spawn(|| part(device, rows)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
+    let mut accumulator = GradientsAccumulator::new();
+    let mut value = 0.0;
+    let mut stats = MiningStats::default();
+    for (v, s, grads) in results {
+        value += v;
         accumulator.accumulate(model, grads);
-        let s = output.stats;
         stats.triplets += s.triplets;
         stats.active += s.active;
         stats.anchors_with_triplet += s.anchors_with_triplet;
         stats.mean_d_ap += s.mean_d_ap * weight;
         stats.mean_d_an += s.mean_d_an * weight;
     }
-    let value = losses
-        .into_iter()
-        .map(|l| f64::from(l.into_scalar::<f32>()))
-        .sum();
     (value, stats, accumulator.grads())
 }
 

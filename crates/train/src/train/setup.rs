@@ -328,8 +328,8 @@ pub fn learning_rate(config: &ExperimentConfig, step: u64, total: u64, per_epoch
 
 /// Fresh weights drawn from `seed` on the host CPU backend, so that every backend starts a run
 /// from the same weights ([`crate::device::host`]: flex, else ndarray), with the torchvision
-/// weights of `pretrained` loaded into the backbone. In f32: the training device casts them to
-/// its precision.
+/// weights of `pretrained` loaded into the backbone. The training device casts them to its
+/// precision when it loads the record.
 pub fn initial_weights(
     config: &EmbeddingModelConfig,
     seed: u64,
