@@ -260,6 +260,20 @@ pub fn load_resnet(
             list(&unexpected)
         );
     }
+    // Nothing fitted and every tensor sits under one prefix: a wrapped checkpoint.
+    if result.applied.is_empty()
+        && let Some(first) = unexpected.first()
+        && let Some((prefix, _)) = first.split_once('.')
+        && unexpected
+            .iter()
+            .all(|n| n.starts_with(&format!("{prefix}.")))
+    {
+        let _ = write!(
+            details,
+            "\n  hint: every tensor of the file is under `{prefix}.`: it looks like a training \
+             checkpoint that wraps the state dict; save `checkpoint[\"{prefix}\"]` on its own"
+        );
+    }
     if !details.is_empty() {
         return Err(TorchvisionError::Mismatch {
             path: path.to_owned(),

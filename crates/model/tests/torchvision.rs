@@ -504,6 +504,29 @@ fn missing_extra_and_misshaped_tensors_are_named() {
     }
 }
 
+/// A training checkpoint that wraps the state dict (`{"state_dict": …}` saved flat) gets a hint.
+#[test]
+fn a_wrapped_state_dict_gets_a_hint() {
+    let f = fixture("resnet18");
+    let wrapped: Vec<Spec> = f
+        .tensors
+        .iter()
+        .map(|s| Spec {
+            name: format!("state_dict.{}", s.name),
+            shape: s.shape.clone(),
+            int: s.int,
+            offset: s.offset,
+            scale: s.scale,
+        })
+        .collect();
+    let specs: Vec<&Spec> = wrapped.iter().collect();
+    let (_, text) = refused(&specs, f.seed, "safetensors");
+    assert!(
+        text.contains("hint: every tensor of the file is under `state_dict.`"),
+        "{text}"
+    );
+}
+
 #[test]
 fn unreadable_files_and_other_backbones_are_errors() {
     let dir = tempfile::tempdir().unwrap();
