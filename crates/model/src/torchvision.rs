@@ -155,31 +155,26 @@ pub fn load_resnet(
     if !path.is_file() {
         return Err(read_error("no such file".into()));
     }
+    // The two stores share their builder methods but no trait for them.
+    macro_rules! apply {
+        ($store:expr) => {{
+            let mut store = $store
+                .skip_enum_variants(true)
+                .map_indices_contiguous(false)
+                .validate(false)
+                .allow_partial(true);
+            for (from, to) in REMAP {
+                store = store.with_key_remapping(from, to);
+            }
+            candidate
+                .load_from(&mut store)
+                .map_err(|e| read_error(e.to_string()))?
+        }};
+    }
     let result: ApplyResult = if safetensors {
-        let mut store = SafetensorsStore::from_file(path)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .skip_enum_variants(true)
-            .map_indices_contiguous(false)
-            .validate(false)
-            .allow_partial(true);
-        for (from, to) in REMAP {
-            store = store.with_key_remapping(from, to);
-        }
-        candidate
-            .load_from(&mut store)
-            .map_err(|e| read_error(e.to_string()))?
+        apply!(SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter))
     } else {
-        let mut store = PytorchStore::from_file(path)
-            .skip_enum_variants(true)
-            .map_indices_contiguous(false)
-            .validate(false)
-            .allow_partial(true);
-        for (from, to) in REMAP {
-            store = store.with_key_remapping(from, to);
-        }
-        candidate
-            .load_from(&mut store)
-            .map_err(|e| read_error(e.to_string()))?
+        apply!(PytorchStore::from_file(path))
     };
 
     let missing: Vec<String> = result
