@@ -291,35 +291,14 @@ fn check(f: &Fixture, weights: &Path, device: &Device) {
     assert_eq!(report.loaded + ignored.len(), f.tensors.len(), "{arch}");
     assert_eq!(report.ignored.len(), ignored.len(), "{arch}");
 
-    // The head: torch's Linear layout, through the same adapter (it transposes `weight`).
+    // The head: torch's Linear layout, through the same adapter (it transposes `weight`); the
+    // fixture names it `head.*`, the model `head.linear.*`.
     let head = temp_file(&dir, "head.safetensors");
-    let renamed: Vec<Spec> = f
-        .head
-        .iter()
-        .map(|s| Spec {
-            name: s.name.replace("head.", "head.linear."),
-            shape: s.shape.clone(),
-            int: false,
-            offset: s.offset,
-            scale: s.scale,
-        })
-        .collect();
-    // The generator is keyed by the fixture's names, so write with those values.
-    let values: Vec<Vec<u8>> = f.head.iter().map(|s| s.bytes(f.seed)).collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = renamed
-        .iter()
-        .zip(&values)
-        .map(|(s, b)| {
-            (
-                s.name.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.shape.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &head).unwrap();
+    let head_specs: Vec<&Spec> = f.head.iter().collect();
+    write_safetensors(&head_specs, f.seed, &head);
     let mut store = SafetensorsStore::from_file(&head)
         .with_from_adapter(PyTorchToBurnAdapter)
+        .with_key_remapping(r"^head\.", "head.linear.")
         .allow_partial(true);
     let applied = model.load_from(&mut store).unwrap();
     assert_eq!(applied.applied.len(), 2, "head: {applied:?}");
