@@ -190,41 +190,34 @@ pub fn load_resnet(
     let mut mismatched = Vec::new();
     let mut details = String::new();
     for error in &result.errors {
-        let line = match error {
+        // `problem` follows the tensor's name: " has shape …", ": message".
+        let (path, problem) = match error {
             ApplyError::ShapeMismatch {
                 path,
                 expected,
                 found,
-            } => {
-                let name = torchvision_name(path);
-                let line = format!(
-                    "`{name}` has shape {:?} in the file, the network needs {:?}",
+            } => (
+                path,
+                format!(
+                    " has shape {:?} in the file, the network needs {:?}",
                     found.as_slice(),
                     expected.as_slice()
-                );
-                mismatched.push(name);
-                line
-            }
+                ),
+            ),
             ApplyError::DTypeMismatch {
                 path,
                 expected,
                 found,
-            } => {
-                let name = torchvision_name(path);
-                let line =
-                    format!("`{name}` is {found:?} in the file, the network needs {expected:?}");
-                mismatched.push(name);
-                line
-            }
+            } => (
+                path,
+                format!(" is {found:?} in the file, the network needs {expected:?}"),
+            ),
             ApplyError::AdapterError { path, message }
-            | ApplyError::LoadError { path, message } => {
-                let name = torchvision_name(path);
-                let line = format!("`{name}`: {message}");
-                mismatched.push(name);
-                line
-            }
+            | ApplyError::LoadError { path, message } => (path, format!(": {message}")),
         };
-        let _ = write!(details, "\n  {line}");
+        let name = torchvision_name(path);
+        let _ = write!(details, "\n  `{name}`{problem}");
+        mismatched.push(name);
     }
     let list = |names: &[String]| {
         let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
