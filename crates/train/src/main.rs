@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use triplet_train::cli::Cli;
+use triplet_train::cli::{Cli, Command};
+use triplet_train::device::Backend;
 
 fn main() -> ExitCode {
     // A panic is a bug (user mistakes are errors): say so in one line, without a backtrace
@@ -23,11 +24,41 @@ fn main() -> ExitCode {
             eprintln!("error: internal error{place}: {message}");
         }));
     }
-    match triplet_train::run(Cli::parse()) {
+    let cli = Cli::parse();
+    default_device(&cli);
+    match triplet_train::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes `--backend` Burn's default device too, unless `BURN_DEVICE` already names one.
+///
+/// Burn creates some tensors on `Device::default()`, which is the first backend compiled in
+/// (wgpu in the default build), whatever `--backend` says: the optimiser state it reads back
+/// from a checkpoint among them. On a resumed half-precision run that state then came back in
+/// f32 on a device configured for bf16 (a dtype mismatch in the first Adam step), and every
+/// resume touched the GPU stack even when training on the CPU. Burn reads `BURN_DEVICE` to
+/// choose its default device; it has no other way to set it.
+#[allow(unsafe_code)]
+fn default_device(cli: &Cli) {
+    let name = match &cli.command {
+        Command::Train(args) => args.backend.as_str(),
+        Command::Eval(args) => args.backend.as_str(),
+        Command::Embed(args) => args.backend.as_str(),
+        Command::Export(_) => return,
+    };
+    let Ok(backend) = name.parse::<Backend>() else {
+        return; // reported as an error by the command itself
+    };
+    if std::env::var_os("BURN_DEVICE").is_some() || backend.device().is_err() {
+        return;
+    }
+    // SAFETY: `set_var` races with any other thread reading or writing the environment. This
+    // runs at the start of `main`, after parsing the command line and before anything else:
+    // no other thread exists yet (no Burn backend, rayon pool or loader has been started).
+    unsafe { std::env::set_var("BURN_DEVICE", backend.to_string()) };
 }
