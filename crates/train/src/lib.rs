@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod fault;
 pub mod train;
 
 use anyhow::Result;

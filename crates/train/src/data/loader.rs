@@ -52,6 +52,25 @@ impl BadImages {
         self.len() == 0
     }
 
+    /// The images found unreadable so far, in index order (saved with checkpoints).
+    pub fn indices(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .0
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A set that starts with `indices` known unreadable (restored from a checkpoint): they are
+    /// skipped, and counted, without being read or reported again.
+    pub fn with_known(indices: &[usize]) -> Self {
+        Self(Mutex::new(indices.iter().copied().collect()))
+    }
+
     fn contains(&self, i: usize) -> bool {
         self.0.lock().expect("not poisoned").contains(&i)
     }

@@ -13,6 +13,7 @@ use triplet_model::EmbeddingModel;
 
 use crate::config::ExperimentConfig;
 use crate::data::augment::Transform;
+use crate::train::report::say;
 use crate::train::{checkpoint, input_transform};
 
 /// A model ready for inference, with the config it was trained with.
@@ -36,8 +37,18 @@ pub fn native_shape(path: &Path) -> Option<(usize, [usize; 2])> {
     crate::data::source::open(path).ok()?.train.native_shape()
 }
 
-/// The weights file, its config file, the run folder and a description for `path`.
-fn resolve(path: &Path) -> Result<(PathBuf, PathBuf, Option<PathBuf>, String)> {
+/// Weights to try for a `--checkpoint` path: the file, its config file, the run folder and a
+/// description.
+struct Candidate {
+    weights: PathBuf,
+    config: PathBuf,
+    run: Option<PathBuf>,
+    which: String,
+}
+
+/// The weights `path` names, in the order to try them: for a run folder its best checkpoint,
+/// then its latest, then the older ones (a damaged checkpoint is passed over with a warning).
+fn resolve(path: &Path) -> Result<Vec<Candidate>> {
     if !path.exists() {
         bail!("checkpoint {} does not exist", path.display());
     }
@@ -50,24 +61,30 @@ fn resolve(path: &Path) -> Result<(PathBuf, PathBuf, Option<PathBuf>, String)> {
         }
     };
     if path.is_dir() {
-        if path.join("checkpoints").is_dir()
-            && let Some((dir, kind)) = checkpoint::best_or_latest(path)?
-        {
-            let name = dir.file_name().unwrap_or_default().to_string_lossy();
-            return Ok((
-                dir.join("model.bpk"),
-                dir.join("config.toml"),
-                Some(path.to_path_buf()),
-                format!("{kind} checkpoint {name}"),
-            ));
+        if path.join("checkpoints").is_dir() {
+            let found = checkpoint::for_inference(path)?;
+            if !found.is_empty() {
+                return Ok(found
+                    .into_iter()
+                    .map(|(dir, kind)| {
+                        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                        Candidate {
+                            weights: dir.join("model.bpk"),
+                            config: dir.join("config.toml"),
+                            run: Some(path.to_path_buf()),
+                            which: format!("{kind} checkpoint {name}"),
+                        }
+                    })
+                    .collect());
+            }
         }
         if path.join("model.bpk").is_file() {
-            return Ok((
-                path.join("model.bpk"),
-                path.join("config.toml"),
-                run_of(path),
-                format!("model of {}", path.display()),
-            ));
+            return Ok(vec![Candidate {
+                weights: path.join("model.bpk"),
+                config: path.join("config.toml"),
+                run: run_of(path),
+                which: format!("model of {}", path.display()),
+            }]);
         }
         bail!(
             "{} is neither a run folder nor a checkpoint: it has no checkpoints/ with a complete \
@@ -81,12 +98,12 @@ fn resolve(path: &Path) -> Result<(PathBuf, PathBuf, Option<PathBuf>, String)> {
         .chain(run_of(dir).map(|r| r.join("config.toml")))
         .find(|c| c.is_file())
         .unwrap_or_else(|| dir.join("config.toml"));
-    Ok((
-        path.to_path_buf(),
+    Ok(vec![Candidate {
+        weights: path.to_path_buf(),
         config,
-        run_of(dir),
-        format!("model file {}", path.display()),
-    ))
+        run: run_of(dir),
+        which: format!("model file {}", path.display()),
+    }])
 }
 
 /// Loads the model named by `path` onto `device`. `native` gives the input shape (channels,
@@ -97,48 +114,112 @@ pub fn load(
     device: &Device,
     native: impl FnOnce() -> Option<(usize, [usize; 2])>,
 ) -> Result<Trained> {
-    let (weights, config_path, run, which) = resolve(path)?;
-    let text = std::fs::read_to_string(&config_path).with_context(|| {
-        format!(
-            "cannot read {}, the config the model was trained with (it names the architecture); \
-             keep the run's config.toml beside the weights",
-            config_path.display()
-        )
-    })?;
+    let candidates = resolve(path)?;
+    let mut native = Some(native);
+    let mut damaged: Vec<String> = Vec::new();
+    let count = candidates.len();
+    for (i, candidate) in candidates.into_iter().enumerate() {
+        // The weights of a checkpoint are checked against the sums written with them.
+        let loaded = match checkpoint::verify_model_file(&candidate.weights) {
+            Ok(()) => load_one(&candidate, device, &mut native),
+            Err(why) => Err(Load::Damaged(why)),
+        };
+        match loaded {
+            Ok(trained) => {
+                for line in &damaged {
+                    say(&format!(
+                        "warning: {line}; using the {} instead",
+                        trained.which
+                    ));
+                }
+                return Ok(trained);
+            }
+            // Only a checkpoint of a run folder has a fallback.
+            Err(Load::Damaged(why)) if i + 1 < count => {
+                damaged.push(format!("{} is damaged: {why}", candidate.which));
+            }
+            Err(Load::Damaged(why)) => {
+                damaged.push(format!("{} is damaged: {why}", candidate.which));
+                bail!(
+                    "no intact weights in {}: {}",
+                    path.display(),
+                    damaged.join("; ")
+                );
+            }
+            Err(Load::Other(e)) => return Err(e),
+        }
+    }
+    unreachable!("resolve returns at least one candidate")
+}
+
+/// Why one candidate did not load: damaged (try the next), or another error (stop).
+enum Load {
+    Damaged(String),
+    Other(anyhow::Error),
+}
+
+fn load_one(
+    candidate: &Candidate,
+    device: &Device,
+    native: &mut Option<impl FnOnce() -> Option<(usize, [usize; 2])>>,
+) -> Result<Trained, Load> {
+    let Candidate {
+        weights,
+        config: config_path,
+        run,
+        which,
+        ..
+    } = candidate;
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| {
+            format!(
+                "cannot read {}, the config the model was trained with (it names the \
+                 architecture); keep the run's config.toml beside the weights",
+                config_path.display()
+            )
+        })
+        .map_err(Load::Other)?;
     let config = ExperimentConfig::from_toml(&text)
-        .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", config_path.display()))?;
+        .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", config_path.display()))
+        .map_err(Load::Other)?;
     let d = &config.data;
     let native = if d.channels.is_none() || d.size.is_none() {
-        d.path.as_deref().and_then(native_shape).or_else(native)
+        d.path
+            .as_deref()
+            .and_then(native_shape)
+            .or_else(|| native.take().and_then(|f| f()))
     } else {
         None
     };
     let transform = Transform {
         augment: None,
         ..input_transform(&config, native)
-            .with_context(|| format!("invalid config {}", config_path.display()))?
+            .with_context(|| format!("invalid config {}", config_path.display()))
+            .map_err(Load::Other)?
     };
     let channels = transform.channels;
-    let bytes = std::fs::read(&weights)
-        .with_context(|| format!("cannot read model weights {}", weights.display()))?;
+    let bytes = std::fs::read(weights)
+        .with_context(|| format!("cannot read model weights {}", weights.display()))
+        .map_err(Load::Other)?;
     let model = config.model(channels).init(device);
-    let model = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .and_then(|r| model.try_load_record(r.cast_to_module_dtype()))
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
-        .with_context(|| {
-            format!(
-                "{} does not hold weights for the model of {} ({} input channels)",
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| Load::Damaged(format!("model.bpk is not a complete model record ({e})")))?;
+    let model = model
+        .try_load_record(record.cast_to_module_dtype())
+        .map_err(|e| {
+            Load::Other(anyhow::anyhow!(
+                "{} does not hold weights for the model of {} ({} input channels): {e}",
                 weights.display(),
                 config_path.display(),
                 channels
-            )
+            ))
         })?;
     Ok(Trained {
         model,
         config,
-        weights,
-        run,
-        which,
+        weights: weights.clone(),
+        run: run.clone(),
+        which: which.clone(),
         transform: Arc::new(transform),
     })
 }

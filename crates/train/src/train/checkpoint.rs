@@ -1,12 +1,20 @@
 //! Checkpoints of a run: model, optimiser state, the position of the run (epoch, step, sampler
-//! state, seed) and the config, in one folder per checkpoint under `<out>/checkpoints/`.
+//! state, seed, the epoch's running totals, best and patience, the images found unreadable, the
+//! length of the metrics log) and the config, in one folder per checkpoint under
+//! `<out>/checkpoints/`.
 //!
 //! Atomic: a checkpoint is written into a hidden temporary folder, each file flushed to disk,
 //! then the folder is renamed into place and `<out>/checkpoints/latest` (written the same way)
 //! is pointed at it. A kill at any moment leaves the previous checkpoint complete and `latest`
 //! naming a complete checkpoint. The learning-rate schedule is a pure function of the step, so
 //! the step is its whole state; augmentation is keyed by position, so the seed is the RNG's.
+//!
+//! Checked: `state.json` records the size and CRC-32 of every other file, so a checkpoint
+//! damaged afterwards (truncated, altered) is recognised and named. `--resume` then continues
+//! from the newest intact checkpoint and moves the damaged one aside; `eval` and `embed` of a
+//! run folder fall back the same way.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,11 +32,76 @@ pub struct Best {
     /// Epochs completed at that point.
     pub epoch: u64,
     /// Its validation MAP@R.
+    #[serde(with = "exact_f64")]
     pub map_at_r: f64,
 }
 
+/// Running totals of the epoch in progress, so that its `epoch` record after a resume covers
+/// the whole epoch, as in an uninterrupted run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochTotals {
+    /// Sum of the steps' losses.
+    #[serde(with = "exact_f64")]
+    pub loss: f64,
+    /// Sum of the steps' active-triplet fractions.
+    #[serde(with = "exact_f64")]
+    pub active: f64,
+    /// Sum of the steps' mean anchor-positive distances.
+    #[serde(with = "exact_f64")]
+    pub d_ap: f64,
+    /// Sum of the steps' mean anchor-negative distances.
+    #[serde(with = "exact_f64")]
+    pub d_an: f64,
+    /// Optimiser steps taken in the epoch.
+    pub steps: u64,
+    /// Images trained on in the epoch.
+    pub images: u64,
+    /// Images of the epoch's batches left out as unreadable.
+    pub skipped: u64,
+    /// Seconds spent training in the epoch (by every process of the run).
+    #[serde(with = "exact_f64")]
+    pub seconds: f64,
+    /// Of those, seconds spent waiting for data.
+    #[serde(with = "exact_f64")]
+    pub waited: f64,
+}
+
+/// An `f64` in `state.json` as the shortest decimal string that reads back to the same bits:
+/// serde_json reads plain JSON numbers to within one unit in the last place, and the sums of a
+/// resumed epoch, or the best MAP@R compared against, must go on exactly. Plain numbers (older
+/// checkpoints) are still read.
+mod exact_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&x.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Number(f64),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(x) => Ok(x),
+            Either::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The collapse watch's state (see `report::CollapseWatch`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollapseState {
+    /// Consecutive suspicious steps.
+    pub streak: u64,
+    /// Whether the warning was given.
+    pub warned: bool,
+}
+
 /// Where a run stands, saved with each checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     /// Optimiser steps taken.
     pub step: u64,
@@ -36,7 +109,7 @@ pub struct RunState {
     pub sampler: SamplerState,
     /// The run's seed (weights, sampler, augmentation).
     pub seed: u64,
-    /// Images found unreadable so far (counted again after a resume as they are met).
+    /// Distinct images found unreadable so far.
     pub skipped_images: u64,
     /// The best validation so far (its checkpoint is kept and named by `checkpoints/best`).
     #[serde(default)]
@@ -44,6 +117,64 @@ pub struct RunState {
     /// Validations since the best one, for early stopping.
     #[serde(default)]
     pub validations_since_best: u64,
+    /// Totals of the epoch in progress (zero at an epoch's end).
+    #[serde(default)]
+    pub epoch_totals: EpochTotals,
+    /// Indices of the images found unreadable so far, so that a resumed run skips (and
+    /// counts) them as the uninterrupted run does.
+    #[serde(default)]
+    pub bad_images: Vec<usize>,
+    /// The collapse watch.
+    #[serde(default)]
+    pub collapse: CollapseState,
+    /// Records in `metrics.jsonl` when the checkpoint was taken: a resume keeps exactly those.
+    /// `None` in checkpoints of older versions (then records up to `step` are kept).
+    #[serde(default)]
+    pub metrics_records: Option<u64>,
+}
+
+impl RunState {
+    /// The state of a fresh run.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            step: 0,
+            sampler: SamplerState::default(),
+            seed,
+            skipped_images: 0,
+            best: None,
+            validations_since_best: 0,
+            epoch_totals: EpochTotals::default(),
+            bad_images: Vec::new(),
+            collapse: CollapseState::default(),
+            metrics_records: None,
+        }
+    }
+}
+
+/// Size and CRC-32 of a checkpoint file, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct FileSum {
+    bytes: u64,
+    crc32: u32,
+}
+
+impl FileSum {
+    fn of(bytes: &[u8]) -> Self {
+        Self {
+            bytes: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        }
+    }
+}
+
+/// `state.json`: the run's state and the sums of the checkpoint's other files (absent in
+/// checkpoints of older versions).
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    #[serde(flatten)]
+    state: RunState,
+    #[serde(default)]
+    files: BTreeMap<String, FileSum>,
 }
 
 /// A checkpoint read back.
@@ -79,6 +210,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut file = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
         file.write_all(bytes)?;
         file.as_file().sync_all()?;
+        if cfg!(debug_assertions) {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            crate::fault::point(&format!("write:{name}"));
+        }
         file.persist(path).map_err(|e| e.error)?;
         sync_dir(dir)
     };
@@ -104,21 +239,32 @@ pub fn save(
     let name = format!("step-{:09}", state.step);
     let tmp = root.join(format!(".tmp-{name}"));
     let dir = root.join(&name);
+    let files = [
+        (MODEL, model),
+        (OPTIMIZER, optimizer),
+        (CONFIG, config.as_bytes()),
+    ];
+    let saved = Saved {
+        state: state.clone(),
+        files: files
+            .iter()
+            .map(|(file, bytes)| ((*file).to_owned(), FileSum::of(bytes)))
+            .collect(),
+    };
+    let state_json = serde_json::to_vec_pretty(&saved).expect("the state serialises");
     let write = || -> std::io::Result<()> {
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
         fs::create_dir_all(&tmp)?;
-        let state_json = serde_json::to_vec_pretty(state).expect("the state serialises");
-        for (file, bytes) in [
-            (MODEL, model),
-            (OPTIMIZER, optimizer),
-            (STATE, state_json.as_slice()),
-            (CONFIG, config.as_bytes()),
-        ] {
+        // `state.json` last: a folder without it is never taken for a checkpoint.
+        for (file, bytes) in files.into_iter().chain([(STATE, state_json.as_slice())]) {
             let mut f = fs::File::create(tmp.join(file))?;
             f.write_all(bytes)?;
             f.sync_all()?;
+            if file == MODEL {
+                crate::fault::point("checkpoint-files");
+            }
         }
         sync_dir(&tmp)?;
         if dir.exists() {
@@ -130,10 +276,20 @@ pub fn save(
     write().with_context(|| format!("writing checkpoint {}", dir.display()))?;
     write_atomic(&root.join(LATEST), name.as_bytes())?;
     prune(&root, keep)?;
+    crate::fault::point("checkpoint-saved");
     Ok(dir)
 }
 
-/// Complete checkpoints, oldest first.
+/// The step a checkpoint folder's name gives (`step-000000042`).
+fn step_of(dir: &Path) -> Option<u64> {
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix("step-")?
+        .parse()
+        .ok()
+}
+
+/// Complete checkpoints (folders `step-N` with a `state.json`), oldest first.
 fn list(root: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     let entries = match fs::read_dir(root) {
@@ -145,11 +301,7 @@ fn list(root: &Path) -> Result<Vec<PathBuf>> {
         let path = entry
             .with_context(|| format!("reading {}", root.display()))?
             .path();
-        let is_checkpoint = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("step-"));
-        if is_checkpoint && path.join(STATE).is_file() {
+        if step_of(&path).is_some() && path.join(STATE).is_file() {
             dirs.push(path);
         }
     }
@@ -203,16 +355,25 @@ fn named(root: &Path, pointer: &str) -> Result<Option<PathBuf>> {
         .filter(|dir| dirs.contains(dir)))
 }
 
-/// The run's best checkpoint folder (by validation MAP@R), else its latest, else `None`.
-pub fn best_or_latest(out: &Path) -> Result<Option<(PathBuf, &'static str)>> {
+/// The run's checkpoints in the order `eval` and `embed` try them, each with what it is for
+/// messages: the best (by validation MAP@R), the latest, then the others from the newest.
+pub fn for_inference(out: &Path) -> Result<Vec<(PathBuf, &'static str)>> {
     let root = folder(out);
-    if let Some(dir) = named(&root, BEST)? {
-        return Ok(Some((dir, "best")));
+    let mut order: Vec<(PathBuf, &'static str)> = Vec::new();
+    for (pointer, kind) in [(BEST, "best"), (LATEST, "latest")] {
+        if let Some(dir) = named(&root, pointer)?
+            && !order.iter().any(|(d, _)| *d == dir)
+        {
+            order.push((dir, kind));
+        }
     }
-    if let Some(dir) = named(&root, LATEST)? {
-        return Ok(Some((dir, "latest")));
+    for dir in list(&root)?.into_iter().rev() {
+        if !order.iter().any(|(d, _)| *d == dir) {
+            let kind = if order.is_empty() { "latest" } else { "older" };
+            order.push((dir, kind));
+        }
     }
-    Ok(list(&root)?.pop().map(|dir| (dir, "latest")))
+    Ok(order)
 }
 
 /// True when `out` holds at least one checkpoint.
@@ -220,44 +381,177 @@ pub fn exists(out: &Path) -> Result<bool> {
     Ok(!list(&folder(out))?.is_empty())
 }
 
-/// The newest checkpoint of the run in `out`: the one `latest` names, else the highest step.
-pub fn load_latest(out: &Path) -> Result<Checkpoint> {
+/// Why the checkpoint in `dir` cannot be used, in words; `Ok` when every file `state.json`
+/// lists is there with the size and CRC-32 it was written with. Checkpoints of older versions
+/// record no sums: only their `state.json` is checked.
+pub fn verify(dir: &Path) -> Result<(), String> {
+    read_checked(dir, &[]).map(|_| ())
+}
+
+/// `state.json` of `dir` and the files in `wanted`, each checked against the recorded sums.
+fn read_checked(dir: &Path, wanted: &[&str]) -> Result<(Saved, Vec<Vec<u8>>), String> {
+    let read = |file: &str| {
+        fs::read(dir.join(file)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{file} is missing"),
+            _ => format!("{file} cannot be read: {e}"),
+        })
+    };
+    let saved: Saved = serde_json::from_slice(&read(STATE)?)
+        .map_err(|e| format!("{STATE} is not a valid run state ({e})"))?;
+    // Files the state does not list are still read when wanted (older checkpoints).
+    for (file, sum) in &saved.files {
+        let len = match fs::metadata(dir.join(file)) {
+            Ok(m) => m.len(),
+            Err(_) => return Err(format!("{file} is missing")),
+        };
+        if len != sum.bytes {
+            return Err(format!(
+                "{file} is {len} bytes but {} were written ({})",
+                sum.bytes,
+                if len < sum.bytes {
+                    "truncated"
+                } else {
+                    "it has grown"
+                }
+            ));
+        }
+    }
+    let mut contents = Vec::new();
+    for file in wanted {
+        let bytes = read(file)?;
+        if let Some(sum) = saved.files.get(*file)
+            && FileSum::of(&bytes) != *sum
+        {
+            return Err(format!(
+                "{file} does not match the checksum written with it (its bytes were altered)"
+            ));
+        }
+        contents.push(bytes);
+    }
+    Ok((saved, contents))
+}
+
+/// Reads checkpoint `dir`, every file checked against the sums recorded with it.
+pub fn read(dir: &Path) -> Result<Checkpoint, String> {
+    let (saved, mut files) = read_checked(dir, &[CONFIG, MODEL, OPTIMIZER])?;
+    let optimizer = files.pop().unwrap_or_default();
+    let model = files.pop().unwrap_or_default();
+    let config = String::from_utf8(files.pop().unwrap_or_default())
+        .map_err(|_| format!("{CONFIG} is not text"))?;
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        state: saved.state,
+        config,
+        model,
+        optimizer,
+    })
+}
+
+/// Why the model file `model` cannot be used, when it is the `model.bpk` of a checkpoint
+/// folder and differs from the size and CRC-32 recorded with it; `Ok` otherwise.
+pub fn verify_model_file(model: &Path) -> Result<(), String> {
+    let dir = model.parent().unwrap_or(Path::new("."));
+    if model.file_name().is_some_and(|n| n == MODEL) && dir.join(STATE).is_file() {
+        read_checked(dir, &[MODEL]).map(|_| ())
+    } else {
+        Ok(())
+    }
+}
+
+/// A checkpoint to resume from, and those newer than it that were found damaged.
+pub struct Resumable {
+    /// The newest intact checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Each damaged checkpoint (newest first), what is wrong with it, and where it was moved.
+    pub damaged: Vec<(PathBuf, String, PathBuf)>,
+}
+
+/// The newest intact checkpoint of the run in `out` (the one `latest` names, else the highest
+/// step): files as written and `check` (which decodes them) passing. Damaged newer ones are
+/// moved aside to `checkpoints/damaged-step-N` (nothing is deleted) and `latest` is pointed at
+/// the one returned. An error names every damaged checkpoint when none is intact.
+pub fn load_resumable(
+    out: &Path,
+    check: impl Fn(&Checkpoint) -> Result<(), String>,
+) -> Result<Resumable> {
     let root = folder(out);
-    let dirs = list(&root)?;
-    let Some(dir) = named(&root, LATEST)?.or_else(|| dirs.last().cloned()) else {
+    let mut order: Vec<PathBuf> = named(&root, LATEST)?.into_iter().collect();
+    for dir in list(&root)?.into_iter().rev() {
+        if !order.contains(&dir) {
+            order.push(dir);
+        }
+    }
+    if order.is_empty() {
         bail!(
             "nothing to resume in {}: it holds no checkpoint (start the run without --resume)",
             out.display()
         );
-    };
-    let read = |file: &str| {
-        let path = dir.join(file);
-        fs::read(&path).with_context(|| format!("reading checkpoint file {}", path.display()))
-    };
-    let state: RunState = serde_json::from_slice(&read(STATE)?)
-        .with_context(|| format!("checkpoint {} has a malformed {STATE}", dir.display()))?;
-    let config = String::from_utf8(read(CONFIG)?)
-        .with_context(|| format!("checkpoint {} has a malformed {CONFIG}", dir.display()))?;
-    Ok(Checkpoint {
-        state,
-        config,
-        model: read(MODEL)?,
-        optimizer: read(OPTIMIZER)?,
-        dir,
-    })
+    }
+    let mut damaged: Vec<(PathBuf, String)> = Vec::new();
+    for dir in order {
+        match read(&dir).and_then(|c| check(&c).map(|()| c)) {
+            Ok(checkpoint) => {
+                let mut moved = Vec::new();
+                for (bad, why) in damaged {
+                    let aside = move_aside(&root, &bad)?;
+                    moved.push((bad, why, aside));
+                }
+                if !moved.is_empty() {
+                    let name = checkpoint.dir.file_name().unwrap_or_default();
+                    write_atomic(&root.join(LATEST), name.as_encoded_bytes())?;
+                }
+                return Ok(Resumable {
+                    checkpoint,
+                    damaged: moved,
+                });
+            }
+            Err(why) => damaged.push((dir, why)),
+        }
+    }
+    let list: Vec<String> = damaged
+        .iter()
+        .map(|(dir, why)| format!("{}: {why}", dir.display()))
+        .collect();
+    bail!(
+        "nothing to resume in {}: every checkpoint is damaged ({})",
+        out.display(),
+        list.join("; ")
+    )
 }
 
-/// Removes temporary folders a killed run left behind.
+/// Renames checkpoint `dir` to `damaged-<name>` (or `damaged-<name>-N` if taken).
+fn move_aside(root: &Path, dir: &Path) -> Result<PathBuf> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let mut aside = root.join(format!("damaged-{name}"));
+    let mut n = 1;
+    while aside.exists() {
+        n += 1;
+        aside = root.join(format!("damaged-{name}-{n}"));
+    }
+    fs::rename(dir, &aside)
+        .with_context(|| format!("moving damaged checkpoint {} aside", dir.display()))?;
+    Ok(aside)
+}
+
+/// Removes temporary files and folders a killed run left behind (in the run folder and its
+/// checkpoints).
 pub fn clean_partial(out: &Path) -> Result<()> {
-    let root = folder(out);
-    let Ok(entries) = fs::read_dir(&root) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_str().is_some_and(|n| n.starts_with(".tmp-")) {
-            fs::remove_dir_all(entry.path())
-                .with_context(|| format!("removing {}", entry.path().display()))?;
+    for root in [out.to_path_buf(), folder(out)] {
+        let Ok(entries) = fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_str().is_some_and(|n| n.starts_with(".tmp-")) {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("removing {}", path.display()))?;
         }
     }
     Ok(())
@@ -269,25 +563,30 @@ mod tests {
 
     fn state(step: u64) -> RunState {
         RunState {
-            step,
             sampler: SamplerState {
                 epoch: 0,
                 batch: step as usize,
             },
-            seed: 1,
-            skipped_images: 0,
-            best: None,
-            validations_since_best: 0,
+            step,
+            ..RunState::new(1)
         }
+    }
+
+    fn latest(out: &Path) -> Result<Checkpoint> {
+        load_resumable(out, |_| Ok(())).map(|r| r.checkpoint)
+    }
+
+    fn first_for_inference(out: &Path) -> Option<(PathBuf, &'static str)> {
+        for_inference(out).unwrap().into_iter().next()
     }
 
     #[test]
     fn the_best_checkpoint_survives_pruning_and_is_found_first() {
         let out = tempfile::tempdir().unwrap();
-        assert!(best_or_latest(out.path()).unwrap().is_none());
+        assert!(first_for_inference(out.path()).is_none());
         let first = save(out.path(), &state(1), "cfg", &[1], &[1], 1).unwrap();
         assert_eq!(
-            best_or_latest(out.path()).unwrap().unwrap(),
+            first_for_inference(out.path()).unwrap(),
             (first.clone(), "latest")
         );
         mark_best(out.path(), &first).unwrap();
@@ -298,28 +597,45 @@ mod tests {
         let names: Vec<_> = list(&folder(out.path())).unwrap();
         assert_eq!(names.len(), 2);
         assert!(names.contains(&first));
-        assert_eq!(
-            best_or_latest(out.path()).unwrap().unwrap(),
-            (first, "best")
-        );
-        assert_eq!(load_latest(out.path()).unwrap().state.step, 4);
+        let order = for_inference(out.path()).unwrap();
+        let newest = folder(out.path()).join("step-000000004");
+        assert_eq!(order, [(first, "best"), (newest.clone(), "latest")]);
+        assert_eq!(latest(out.path()).unwrap().state.step, 4);
         // A kill after saving step 4 as the new best but before naming it: repaired on resume.
         repair_best(out.path(), 4).unwrap();
-        let latest = folder(out.path()).join("step-000000004");
-        assert_eq!(
-            best_or_latest(out.path()).unwrap().unwrap(),
-            (latest, "best")
-        );
+        assert_eq!(first_for_inference(out.path()).unwrap(), (newest, "best"));
+    }
+
+    /// Sums and the best MAP@R read back to the same bits (plain JSON numbers need not).
+    #[test]
+    fn floats_read_back_exactly() {
+        let out = tempfile::tempdir().unwrap();
+        let mut s = state(1);
+        s.epoch_totals.d_ap = 0.016_247_767_280_826_032;
+        s.epoch_totals.loss = 1.0 / 3.0;
+        s.best = Some(Best {
+            step: 1,
+            epoch: 1,
+            map_at_r: 0.1 + 0.2,
+        });
+        for x in [f64::MIN_POSITIVE, 1e300, -2.5e-7, 123_456.789_012_345_67] {
+            s.epoch_totals.active = x;
+            save(out.path(), &s, "cfg", &[1], &[1], 2).unwrap();
+            assert_eq!(latest(out.path()).unwrap().state, s);
+        }
+        let old = r#"{"step": 1, "epoch": 1, "map_at_r": 0.5}"#;
+        assert_eq!(serde_json::from_str::<Best>(old).unwrap().map_at_r, 0.5);
     }
 
     #[test]
     fn saves_loads_and_keeps_the_newest() {
         let out = tempfile::tempdir().unwrap();
-        assert!(load_latest(out.path()).is_err());
+        let none = latest(out.path()).err().unwrap().to_string();
+        assert!(none.contains("holds no checkpoint"), "{none}");
         for step in 1..=4 {
             save(out.path(), &state(step), "cfg", &[step as u8], &[9], 2).unwrap();
         }
-        let ckpt = load_latest(out.path()).unwrap();
+        let ckpt = latest(out.path()).unwrap();
         assert_eq!(ckpt.state, state(4));
         assert_eq!(
             (ckpt.model, ckpt.optimizer, ckpt.config),
@@ -336,13 +652,97 @@ mod tests {
         let partial = folder(out.path()).join(".tmp-step-000000004");
         fs::create_dir_all(&partial).unwrap();
         fs::write(partial.join(MODEL), [0]).unwrap();
+        // A kill in an atomic write of the run folder leaves its temporary file.
+        let stray = out.path().join(".tmp-Ab12Cd");
+        fs::write(&stray, b"half a model").unwrap();
         // A kill after the rename but before `latest` was updated: still complete, newer.
-        let ckpt = load_latest(out.path()).unwrap();
+        let ckpt = latest(out.path()).unwrap();
         assert_eq!(ckpt.state.step, 3);
         clean_partial(out.path()).unwrap();
-        assert!(!partial.exists());
+        assert!(!partial.exists() && !stray.exists());
         // `latest` lost: the highest complete checkpoint is used.
         fs::remove_file(folder(out.path()).join(LATEST)).unwrap();
-        assert_eq!(load_latest(out.path()).unwrap().state.step, 3);
+        assert_eq!(latest(out.path()).unwrap().state.step, 3);
+    }
+
+    /// A truncated or altered newest checkpoint is named with what is wrong, moved aside, and
+    /// the run resumes from the one before; when none is intact, one error names them all.
+    #[test]
+    fn a_damaged_checkpoint_is_named_and_the_newest_intact_one_used() {
+        let out = tempfile::tempdir().unwrap();
+        for step in 1..=3 {
+            save(
+                out.path(),
+                &state(step),
+                "cfg",
+                &[step as u8; 2000],
+                &[7; 500],
+                3,
+            )
+            .unwrap();
+        }
+        let root = folder(out.path());
+        let newest = root.join("step-000000003");
+        fs::write(newest.join(MODEL), [3u8; 1000]).unwrap(); // truncated
+        assert_eq!(
+            verify(&newest).unwrap_err(),
+            "model.bpk is 1000 bytes but 2000 were written (truncated)"
+        );
+        let middle = root.join("step-000000002");
+        let mut altered = vec![7u8; 500];
+        altered[100] = 8;
+        fs::write(middle.join(OPTIMIZER), &altered).unwrap();
+        assert!(
+            verify(&middle).is_ok(),
+            "same size: only the checksum tells"
+        );
+        let r = load_resumable(out.path(), |_| Ok(())).unwrap();
+        assert_eq!(r.checkpoint.state.step, 1);
+        let damaged: Vec<_> = r
+            .damaged
+            .iter()
+            .map(|(d, why, _)| (d, why.as_str()))
+            .collect();
+        assert_eq!(
+            damaged,
+            [
+                (
+                    &newest,
+                    "model.bpk is 1000 bytes but 2000 were written (truncated)"
+                ),
+                (
+                    &middle,
+                    "optimizer.bpk does not match the checksum written with it (its bytes were \
+                     altered)"
+                ),
+            ]
+        );
+        // Moved aside, nothing deleted; `latest` names the checkpoint resumed from.
+        assert!(root.join("damaged-step-000000003").join(MODEL).is_file());
+        assert!(!newest.exists());
+        assert_eq!(
+            fs::read_to_string(root.join(LATEST)).unwrap(),
+            "step-000000001"
+        );
+        // A checkpoint the caller's decoding refuses counts as damaged too.
+        let err = load_resumable(out.path(), |_| Err("model.bpk does not decode".into()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("every checkpoint is damaged") && err.contains("does not decode"),
+            "{err}"
+        );
+        // No sums recorded (an older version): only what decodes is judged.
+        fs::write(
+            root.join("step-000000001").join(STATE),
+            serde_json::to_vec(&state(1)).unwrap(),
+        )
+        .unwrap();
+        fs::write(root.join("step-000000001").join(MODEL), [0]).unwrap();
+        assert!(latest(out.path()).is_ok());
+        fs::write(root.join("step-000000001").join(STATE), b"{").unwrap();
+        let err = latest(out.path()).err().unwrap().to_string();
+        assert!(err.contains("state.json is not a valid run state"), "{err}");
     }
 }

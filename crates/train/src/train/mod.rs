@@ -89,7 +89,17 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         if options.config_given {
             bail!("--config cannot be combined with --resume");
         }
-        let ckpt = checkpoint::load_latest(&out)?;
+        let resumable = checkpoint::load_resumable(&out, decodes)?;
+        let ckpt = resumable.checkpoint;
+        for (dir, why, aside) in &resumable.damaged {
+            say(&format!(
+                "warning: checkpoint {} is damaged: {why}; it was moved to {} and the run \
+                 resumes from {}, the newest intact checkpoint",
+                dir.display(),
+                aside.display(),
+                ckpt.dir.display()
+            ));
+        }
         let config = ExperimentConfig::from_toml(&ckpt.config).map_err(|e| {
             anyhow::anyhow!(
                 "checkpoint {} has an invalid config: {e}",
@@ -229,26 +239,19 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     let model_config = config.model(plan.transform.channels);
     let mut model = model_config.init(&train_device);
     let mut optim = setup::optimizer(&config.optimizer);
-    let mut state = RunState {
-        step: 0,
-        sampler: SamplerState::default(),
-        seed: config.train.seed,
-        skipped_images: 0,
-        best: None,
-        validations_since_best: 0,
-    };
+    let mut state = RunState::new(config.train.seed);
     match &resumed {
         Some(ckpt) => {
             let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model.clone()))
                 .and_then(|r| model.clone().try_load_record(r.cast_to_module_dtype()))
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
+                .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("loading the model of {}", ckpt.dir.display()))?;
             model = record;
             optim = optim
                 .from_bytes(Bytes::from_bytes_vec(ckpt.optimizer.clone()))
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
+                .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("loading the optimiser of {}", ckpt.dir.display()))?;
-            state = ckpt.state;
+            state = ckpt.state.clone();
             say(&format!(
                 "resuming from {} (epoch {}, step {})",
                 ckpt.dir.display(),
@@ -301,10 +304,16 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     let epochs = config.train.epochs;
     let bpe = plan.sampler.batches_per_epoch() as u64;
     let total_steps = epochs * bpe;
-    let mut metrics = MetricsLog::open(&out, resumed.as_ref().map(|c| c.state.step))?;
+    let mut metrics = MetricsLog::open(
+        &out,
+        resumed.as_ref().map(|c| report::Resume {
+            step: c.state.step,
+            records: c.state.metrics_records,
+        }),
+    )?;
     let mut progress = Progress::new(config.train.log_every_steps);
-    let mut collapse = CollapseWatch::new(config.loss.margin);
-    let bad = Arc::new(BadImages::default());
+    let mut collapse = CollapseWatch::restore(config.loss.margin, state.collapse);
+    let bad = Arc::new(BadImages::with_known(&state.bad_images));
     let [c, h, w] = [
         plan.transform.channels,
         plan.transform.size[0],
@@ -317,8 +326,12 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         config: &config_toml,
         keep: config.train.keep_checkpoints,
     };
+    // A run that stopped early stays stopped when it is resumed (`--epochs` restarts the
+    // patience above).
+    let patience = config.train.early_stopping_patience;
+    let mut stopped = patience > 0 && state.validations_since_best >= patience;
 
-    while state.sampler.epoch < epochs {
+    while !stopped && state.sampler.epoch < epochs {
         let epoch = state.sampler.epoch;
         let first = state.sampler.batch;
         let mut loader = Loader::spawn(
@@ -335,17 +348,17 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             },
         );
         progress.start_epoch(epoch, epochs, bpe, first as u64);
+        // The epoch's totals go on from the checkpoint's when it is resumed mid-epoch.
         let epoch_start = Instant::now();
-        let (mut sum_loss, mut sum_active, mut sum_ap, mut sum_an, mut steps, mut images) =
-            (0.0, 0.0, 0.0, 0.0, 0u64, 0u64);
-        let mut skipped = 0u64;
+        let (seconds_before, waited_earlier) =
+            (state.epoch_totals.seconds, state.epoch_totals.waited);
         let mut waited_before = Duration::ZERO;
         let mut step_start = Instant::now();
         while let Some(batch) = loader.next_batch() {
             for message in &batch.new_errors {
                 progress.println(&format!("warning: {message}"));
             }
-            skipped += batch.skipped as u64;
+            state.epoch_totals.skipped += batch.skipped as u64;
             let lr = learning_rate(&config, state.step, total_steps, bpe);
             let mut record = json!({ "kind": "step", "epoch": epoch + 1, "lr": lr });
             if batch.count >= 2 {
@@ -358,6 +371,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                     &batch.labels,
                     [c, h, w],
                 );
+                crate::fault::point("step");
                 if !value.is_finite() {
                     bail!(
                         "the loss became {value} at step {} (epoch {}); nothing was saved from this \
@@ -370,12 +384,13 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 }
                 model = optim.step(lr, model, grads);
                 let active = s.active_fraction();
-                sum_loss += value;
-                sum_active += active;
-                sum_ap += s.mean_d_ap;
-                sum_an += s.mean_d_an;
-                steps += 1;
-                images += n as u64;
+                let totals = &mut state.epoch_totals;
+                totals.loss += value;
+                totals.active += active;
+                totals.d_ap += s.mean_d_ap;
+                totals.d_an += s.mean_d_an;
+                totals.steps += 1;
+                totals.images += n as u64;
                 if let Some(warning) = collapse.observe(value, active, s.mean_d_ap, s.mean_d_an) {
                     progress.println(&warning);
                 }
@@ -410,25 +425,30 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                     batch.count as f64 / seconds
                 ),
             );
+            state.epoch_totals.seconds = seconds_before + epoch_start.elapsed().as_secs_f64();
+            state.epoch_totals.waited = waited_earlier + loader.waited().as_secs_f64();
             let every = config.train.checkpoint_every_steps;
             if every > 0 && state.step.is_multiple_of(every) && (state.sampler.batch as u64) < bpe {
-                saver.save(&mut state, &bad, &model, &optim)?;
+                state.collapse = collapse.state();
+                saver.save(&mut state, &bad, &metrics, &model, &optim)?;
             }
         }
-        let waited = loader.waited();
+        let waited = waited_earlier + loader.waited().as_secs_f64();
         drop(loader);
         progress.finish_epoch();
         state.sampler = SamplerState {
             epoch: epoch + 1,
             batch: 0,
         };
-        let seconds = epoch_start.elapsed().as_secs_f64();
+        let seconds = seconds_before + epoch_start.elapsed().as_secs_f64();
+        let totals = std::mem::take(&mut state.epoch_totals);
         let every = config.train.validate_every_epochs;
         let due = every > 0 && ((epoch + 1).is_multiple_of(every) || epoch + 1 == epochs);
-        let (mut improved, mut stop) = (false, false);
+        let mut improved = false;
         if let (Some(eval), true) = (&plan.eval, due) {
             let started = Instant::now();
             let (r, embedded) = evaluate(&model.valid(), eval, &plan.eval_transform, &config)?;
+            crate::fault::point("validation");
             if r.queries == 0 {
                 // Nothing was measured: neither a best nor a step towards early stopping.
                 say(
@@ -446,8 +466,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                     state.validations_since_best = 0;
                 } else {
                     state.validations_since_best += 1;
-                    let patience = config.train.early_stopping_patience;
-                    stop = patience > 0 && state.validations_since_best >= patience;
+                    stopped = patience > 0 && state.validations_since_best >= patience;
                 }
             }
             let mut record = r.to_json();
@@ -470,44 +489,48 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             ));
             last_validation = Some((state.step, r, embedded));
         }
-        let dir = saver.save(&mut state, &bad, &model, &optim)?;
-        if improved {
-            checkpoint::mark_best(&out, &dir)?;
-        }
         let mean = |x: f64| {
-            if steps == 0 {
+            if totals.steps == 0 {
                 f64::NAN
             } else {
-                x / steps as f64
+                x / totals.steps as f64
             }
         };
-        last_epoch_loss = Some(mean(sum_loss));
+        last_epoch_loss = Some(mean(totals.loss));
+        // The epoch's record goes before its checkpoint, which counts it: a run resumed from
+        // that checkpoint has it once.
         metrics.write(&json!({
             "kind": "epoch",
             "epoch": epoch + 1,
             "step": state.step,
-            "loss": num(mean(sum_loss)),
-            "active_fraction": num(mean(sum_active)),
-            "mean_d_ap": num(mean(sum_ap)),
-            "mean_d_an": num(mean(sum_an)),
+            "loss": num(mean(totals.loss)),
+            "active_fraction": num(mean(totals.active)),
+            "mean_d_ap": num(mean(totals.d_ap)),
+            "mean_d_an": num(mean(totals.d_an)),
             "seconds": num(seconds),
-            "images_per_second": num(images as f64 / seconds),
-            "data_wait_fraction": num(waited.as_secs_f64() / seconds),
-            "skipped_images": skipped,
+            "images_per_second": num(totals.images as f64 / seconds),
+            "data_wait_fraction": num(waited / seconds),
+            "skipped_images": totals.skipped,
         }))?;
+        state.collapse = collapse.state();
+        let dir = saver.save(&mut state, &bad, &metrics, &model, &optim)?;
+        if improved {
+            checkpoint::mark_best(&out, &dir)?;
+        }
         say(&format!(
             "epoch {}/{epochs}: loss {:.4}, active {:.1}%, d_ap {:.3}, d_an {:.3}, {:.0} img/s, \
-             {seconds:.1} s (waiting for data {:.1}%), {skipped} image(s) skipped; saved {}",
+             {seconds:.1} s (waiting for data {:.1}%), {} image(s) skipped; saved {}",
             epoch + 1,
-            mean(sum_loss),
-            mean(sum_active) * 100.0,
-            mean(sum_ap),
-            mean(sum_an),
-            images as f64 / seconds,
-            100.0 * waited.as_secs_f64() / seconds,
+            mean(totals.loss),
+            mean(totals.active) * 100.0,
+            mean(totals.d_ap),
+            mean(totals.d_an),
+            totals.images as f64 / seconds,
+            100.0 * waited / seconds,
+            totals.skipped,
             dir.display()
         ));
-        if stop && state.sampler.epoch < epochs {
+        if stopped && state.sampler.epoch < epochs {
             say(&format!(
                 "early stopping: MAP@R has not improved for {} validation(s); the best \
                  checkpoint is from epoch {}",
@@ -518,6 +541,17 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         }
     }
 
+    if stopped
+        && state.sampler.epoch < epochs
+        && resumed
+            .as_ref()
+            .is_some_and(|c| c.state.sampler.epoch == state.sampler.epoch)
+    {
+        say(&format!(
+            "early stopping: the run had stopped after {} validation(s) without a better MAP@R",
+            state.validations_since_best
+        ));
+    }
     let final_model = out.join("model.bpk");
     checkpoint::write_atomic(&final_model, &model_bytes(&model)?)?;
     say(&format!("model saved to {}", final_model.display()));
@@ -533,6 +567,9 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             &config,
         )?),
     };
+    if evaluated.is_some() {
+        crate::fault::point("eval");
+    }
     if let (Some(eval), Some((r, embedded))) = (&plan.eval, &evaluated) {
         let mut record = r.to_json();
         record["kind"] = json!("eval");
@@ -564,6 +601,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         if plot::write_curves(&out, &out)? {
             written.push("curves.png");
         }
+        crate::fault::point("plots");
         if let (Some(eval), Some((_, embedded))) = (&plan.eval, &evaluated) {
             let png = plot::pca_png(
                 &embedded.embeddings,
@@ -598,6 +636,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
 }
 
 fn model_bytes(model: &EmbeddingModel) -> Result<Vec<u8>> {
+    settle_running_stats(model);
     let bytes = model
         .clone()
         .into_record()
@@ -605,6 +644,37 @@ fn model_bytes(model: &EmbeddingModel) -> Result<Vec<u8>> {
         .map_err(|e| anyhow::anyhow!("{e:?}"))
         .context("serialising the model")?;
     Ok(bytes.to_vec())
+}
+
+/// Folds every BatchNorm's pending running-statistics update into its value.
+///
+/// Burn's `RunningState` keeps the update of a forward pass pending, keyed by the thread that
+/// made it, until the next training forward on that thread (or `valid()`) merges the pending
+/// updates of all threads into their mean. Records and `valid()` read the merged value only, so
+/// without this a checkpoint taken after step N held the statistics of step N − 1 (a resumed
+/// run lost one update per interruption), and replicas, each a new thread every step, were
+/// never merged until the epoch's validation averaged all of the epoch's updates at once.
+/// Called after every training step, so between steps nothing is pending: one replica's update
+/// is taken as it is (x / 1 is exact, as Burn's own merge at the next forward would have taken
+/// it), several replicas' updates are averaged once per step.
+fn settle_running_stats(model: &EmbeddingModel) {
+    // `valid()` merges each running state in place (the states are shared by the clones of
+    // `model`); the inference copy it returns is not needed.
+    drop(model.valid());
+}
+
+/// Whether a checkpoint's records decode (its config, model and optimiser), for choosing the
+/// newest intact checkpoint to resume from; the reason in words when not.
+/// Only parses: no tensor is created, so no device is touched before the run configures its
+/// devices (a half-precision device must be configured before its first tensor).
+fn decodes(ckpt: &checkpoint::Checkpoint) -> Result<(), String> {
+    ExperimentConfig::from_toml(&ckpt.config)
+        .map_err(|e| format!("config.toml is not a valid config ({e})"))?;
+    ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model.clone()))
+        .map_err(|e| format!("model.bpk is not a complete model record ({e})"))?;
+    burn::optim::OptimizerRecord::from_bytes(Bytes::from_bytes_vec(ckpt.optimizer.clone()))
+        .map_err(|e| format!("optimizer.bpk is not a complete optimiser record ({e})"))?;
+    Ok(())
 }
 
 /// Writes checkpoints of one run.
@@ -619,10 +689,13 @@ impl Saver<'_> {
         &self,
         state: &mut RunState,
         bad: &BadImages,
+        metrics: &MetricsLog,
         model: &EmbeddingModel,
         optim: &burn::optim::ModuleOptimizer,
     ) -> Result<PathBuf> {
-        state.skipped_images = bad.len() as u64;
+        state.bad_images = bad.indices();
+        state.skipped_images = state.bad_images.len() as u64;
+        state.metrics_records = Some(metrics.sync()?);
         let optimizer = optim
             .into_bytes()
             .map_err(|e| anyhow::anyhow!("{e:?}"))
@@ -738,6 +811,7 @@ fn step_on_replicas(
                 .collect()
         })
     };
+    settle_running_stats(model);
     let mut accumulator = GradientsAccumulator::new();
     let mut value = 0.0;
     let mut stats = MiningStats::default();
@@ -793,6 +867,87 @@ mod replica_tests {
         let mut c = Collect(grads, Vec::new());
         model.visit(&mut c);
         c.1
+    }
+
+    /// Every float tensor of `model`, parameters and BatchNorm running statistics, flattened
+    /// in visiting order (records and `valid()` read these values).
+    fn state_of(model: &EmbeddingModel) -> Vec<f32> {
+        struct Collect(Vec<f32>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0
+                    .extend(param.val().into_data().try_into_vec_as::<f32>().unwrap());
+            }
+        }
+        let mut c = Collect(Vec::new());
+        model.visit(&mut c);
+        c.0
+    }
+
+    /// After each step the running statistics are those of one BatchNorm update per step, the
+    /// mean of the replicas' updates, and nothing is left pending: a checkpoint taken between
+    /// steps holds them. (Burn leaves a step's update pending per thread; replicas run in a new
+    /// thread each step, so without settling they were never merged within an epoch, and a
+    /// single device's checkpoint lagged one update behind.)
+    #[test]
+    fn each_step_settles_one_averaged_batch_norm_update() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let config = EmbeddingModelConfig::new()
+            .with_backbone(SmallCnnConfig::new().with_in_channels(1).into())
+            .with_head(EmbeddingHeadConfig::new().with_dim(8));
+        let model = config.init(&device);
+        let loss = TripletLossConfig::new().with_mining(Mining::All).init();
+        let labels = [0i64, 0, 1, 1, 2, 2, 3, 3];
+        let images: Vec<f32> = (0..8 * 64)
+            .map(|i| ((i * 53 + i / 64 * 17) % 31) as f32 / 15.0 - 1.0)
+            .collect();
+        // An independent copy (its own running statistics) of `model` as it stands.
+        let copy = |m: &EmbeddingModel| config.init(&device).load_record(m.clone().into_record());
+        for replicas in [1usize, 2] {
+            let model = copy(&model);
+            for _step in 0..3 {
+                // Expected: each part's update made on its own copy, then their mean.
+                let parts = split_by_class(&labels, replicas);
+                let mut want = vec![0f32; state_of(&model).len()];
+                for rows in &parts {
+                    let part = copy(&model);
+                    let x: Vec<f32> = rows
+                        .iter()
+                        .flat_map(|&r| images[r * 64..(r + 1) * 64].to_vec())
+                        .collect();
+                    let n = rows.len();
+                    let x = Tensor::<4>::from_data(TensorData::new(x, [n, 1, 8, 8]), &device);
+                    drop(part.forward(x));
+                    settle_running_stats(&part);
+                    for (w, v) in want.iter_mut().zip(state_of(&part)) {
+                        *w += v;
+                    }
+                }
+                for w in &mut want {
+                    *w /= parts.len() as f32;
+                }
+                let before = state_of(&model);
+                step_on_replicas(
+                    &model,
+                    &loss,
+                    &vec![device.clone(); replicas],
+                    &images,
+                    &labels,
+                    [1, 8, 8],
+                );
+                let got = state_of(&model);
+                assert_ne!(got, before, "the running statistics moved");
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                        "{replicas} replica(s), value {i}: {g} vs {w}"
+                    );
+                }
+                // What a checkpoint records is the same.
+                assert_eq!(state_of(&copy(&model)), got);
+            }
+        }
     }
 
     #[test]

@@ -10,32 +10,52 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use super::checkpoint::CollapseState;
+
 /// The metrics file of a run.
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    records: u64,
+}
+
+/// Where a resumed run's metrics log is cut: after the records its checkpoint counted, or,
+/// for checkpoints of older versions that count none, after the last record of its step.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume {
+    /// The checkpoint's step.
+    pub step: u64,
+    /// Records written when the checkpoint was taken.
+    pub records: Option<u64>,
 }
 
 impl MetricsLog {
-    /// Opens `<out>/metrics.jsonl` for appending. When resuming from step `resume_step`, lines
-    /// of later steps (written after that checkpoint by the interrupted process) are dropped
-    /// first, so every step appears once.
-    pub fn open(out: &Path, resume_step: Option<u64>) -> Result<Self> {
+    /// Opens `<out>/metrics.jsonl` for appending. When resuming, the records the interrupted
+    /// process wrote after its checkpoint (steps, validations, the epoch's summary, the final
+    /// evaluation, a half-written line) are dropped first, so every record appears once and in
+    /// the order of an uninterrupted run.
+    pub fn open(out: &Path, resume: Option<Resume>) -> Result<Self> {
         let path = out.join("metrics.jsonl");
-        match resume_step {
-            Some(step) if path.exists() => {
-                let kept: Vec<String> = BufReader::new(
+        let mut records = 0;
+        match resume {
+            Some(resume) if path.exists() => {
+                let lines = BufReader::new(
                     File::open(&path).with_context(|| format!("reading {}", path.display()))?,
                 )
                 .lines()
-                .map_while(std::result::Result::ok)
-                .filter(|line| {
-                    serde_json::from_str::<Value>(line)
-                        .ok()
-                        .and_then(|v| v.get("step").and_then(Value::as_u64))
-                        .is_some_and(|s| s <= step)
-                })
-                .collect();
+                .map_while(std::result::Result::ok);
+                let kept: Vec<String> = match resume.records {
+                    Some(n) => lines.take(n as usize).collect(),
+                    None => lines
+                        .filter(|line| {
+                            serde_json::from_str::<Value>(line)
+                                .ok()
+                                .and_then(|v| v.get("step").and_then(Value::as_u64))
+                                .is_some_and(|s| s <= resume.step)
+                        })
+                        .collect(),
+                };
+                records = kept.len() as u64;
                 let mut text = kept.join("\n");
                 if !text.is_empty() {
                     text.push('\n');
@@ -53,12 +73,27 @@ impl MetricsLog {
             .create(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { path, file })
+        Ok(Self {
+            path,
+            file,
+            records,
+        })
     }
 
     /// Appends one record.
     pub fn write(&mut self, record: &Value) -> Result<()> {
-        writeln!(self.file, "{record}").with_context(|| format!("writing {}", self.path.display()))
+        writeln!(self.file, "{record}")
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Flushes the file to disk and returns the records written, for a checkpoint.
+    pub fn sync(&self) -> Result<u64> {
+        self.file
+            .sync_data()
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        Ok(self.records)
     }
 }
 
@@ -141,10 +176,23 @@ const COLLAPSE_STEPS: u64 = 50;
 impl CollapseWatch {
     /// A watch for a loss with this margin.
     pub fn new(margin: f64) -> Self {
+        Self::restore(margin, CollapseState::default())
+    }
+
+    /// A watch that goes on from `state` (saved in a checkpoint).
+    pub fn restore(margin: f64, state: CollapseState) -> Self {
         Self {
             margin,
-            streak: 0,
-            warned: false,
+            streak: state.streak,
+            warned: state.warned,
+        }
+    }
+
+    /// What a checkpoint saves.
+    pub fn state(&self) -> CollapseState {
+        CollapseState {
+            streak: self.streak,
+            warned: self.warned,
         }
     }
 
@@ -233,7 +281,11 @@ mod tests {
             log.write(&json!({ "kind": "step", "step": step })).unwrap();
         }
         drop(log);
-        let mut log = MetricsLog::open(out.path(), Some(3)).unwrap();
+        let resume = Resume {
+            step: 3,
+            records: None,
+        };
+        let mut log = MetricsLog::open(out.path(), Some(resume)).unwrap();
         log.write(&json!({ "kind": "step", "step": 4 })).unwrap();
         let text = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
         let steps: Vec<u64> = text
@@ -245,5 +297,38 @@ mod tests {
             })
             .collect();
         assert_eq!(steps, [1, 2, 3, 4]);
+    }
+
+    /// A checkpoint that counted its records keeps exactly those: an epoch summary or a final
+    /// evaluation written after it (same step) and a half-written line are dropped.
+    #[test]
+    fn resuming_keeps_the_records_the_checkpoint_counted() {
+        let out = tempfile::tempdir().unwrap();
+        let mut log = MetricsLog::open(out.path(), None).unwrap();
+        for step in 1..=2 {
+            log.write(&json!({ "kind": "step", "step": step })).unwrap();
+        }
+        log.write(&json!({ "kind": "epoch", "step": 2 })).unwrap();
+        let counted = log.sync().unwrap();
+        assert_eq!(counted, 3);
+        log.write(&json!({ "kind": "eval", "step": 2 })).unwrap();
+        drop(log);
+        let path = out.path().join("metrics.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"kind\": \"ev");
+        std::fs::write(&path, text).unwrap();
+        let resume = Resume {
+            step: 2,
+            records: Some(counted),
+        };
+        let mut log = MetricsLog::open(out.path(), Some(resume)).unwrap();
+        log.write(&json!({ "kind": "eval", "step": 2 })).unwrap();
+        assert_eq!(log.sync().unwrap(), 4);
+        let kinds: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].to_string())
+            .collect();
+        assert_eq!(kinds, ["\"step\"", "\"step\"", "\"epoch\"", "\"eval\""]);
     }
 }
