@@ -33,12 +33,20 @@ fn image_folder(root: &Path) {
         fs::create_dir_all(&dir).unwrap();
         for i in 0..10 {
             let size = 12;
+            // Noisy enough that validation is not perfect (MAP@R 0.6-0.9, a new best in some
+            // epochs and not in others), so eval's reproduction and the best pointer are tested.
             let pixels: Vec<u8> = (0..size * size)
                 .map(|p| {
                     let (y, x) = (p / size, p % size);
                     let bar = (x + c * 2) % size < 3 || (y * (c + 1)) % size < 2;
-                    let noise = (p * 7 + i * 13 + c * 31) % 41;
-                    (if bar { 190 } else { 30 } + noise) as u8
+                    let mut h = (p as u32)
+                        .wrapping_mul(2_654_435_761)
+                        .wrapping_add((i as u32).wrapping_mul(40_503))
+                        .wrapping_add((c as u32).wrapping_mul(2_246_822_519));
+                    h ^= h >> 15;
+                    h = h.wrapping_mul(2_246_822_519);
+                    h ^= h >> 13;
+                    (if bar { 110 } else { 40 } + h % 160).min(255) as u8
                 })
                 .collect();
             image::GrayImage::from_raw(size as u32, size as u32, pixels)
@@ -80,6 +88,18 @@ seed = 11
 /// at each named point in turn (each kill in a new process, resumed with `--resume`) and then
 /// resumed to the end. Returns the last process's stdout.
 fn run(config: &Path, data: &Path, out: &Path, extra: &[&str], kills: &[&str]) -> String {
+    run_resumed_with(config, data, out, extra, kills, &[])
+}
+
+/// [`run`], each resume also given `resume_extra`.
+fn run_resumed_with(
+    config: &Path,
+    data: &Path,
+    out: &Path,
+    extra: &[&str],
+    kills: &[&str],
+    resume_extra: &[&str],
+) -> String {
     let mut first = true;
     for kill in kills.iter().map(Some).chain([None]) {
         let mut cmd = triplet();
@@ -88,7 +108,7 @@ fn run(config: &Path, data: &Path, out: &Path, extra: &[&str], kills: &[&str]) -
         if first {
             cmd.args(["--config", config.to_str().unwrap()]).args(extra);
         } else {
-            cmd.arg("--resume");
+            cmd.arg("--resume").args(resume_extra);
             // `--devices` is not saved in the config: a resumed run is given it again.
             if let Some(i) = extra.iter().position(|a| *a == "--devices") {
                 cmd.args(&extra[i..i + 2]);
@@ -119,6 +139,10 @@ fn run(config: &Path, data: &Path, out: &Path, extra: &[&str], kills: &[&str]) -
         if !first {
             assert!(stdout.contains("resuming from"), "{stdout}");
         }
+        assert!(
+            !stdout.contains("Io(") && !text(&output.stderr).contains("Io("),
+            "no Debug dump"
+        );
         first = false;
     }
     unreachable!()
@@ -253,6 +277,14 @@ fn assert_same_run(straight: &Path, killed: &Path, data: &Path) {
     assert_eq!(records(straight), records(killed), "metrics.jsonl");
     assert_eq!(states(straight), states(killed), "checkpoint states");
     assert_eq!(files(straight), files(killed), "the run folders' files");
+    for pointer in ["best", "latest"] {
+        let read = |out: &Path| fs::read_to_string(out.join("checkpoints").join(pointer)).ok();
+        assert_eq!(read(straight), read(killed), "checkpoints/{pointer}");
+    }
+    if let Ok(best) = fs::read_to_string(straight.join("checkpoints/best")) {
+        let at = |out: &Path| tensors(&out.join("checkpoints").join(best.trim()));
+        assert!(at(straight) == at(killed), "the best checkpoint's tensors");
+    }
 }
 
 /// The validation records of a run, by step.
@@ -274,7 +306,9 @@ fn kills_in_every_phase_resume_to_the_uninterrupted_run() {
     let straight = tmp.path().join("straight");
     run(&config, &data, &straight, &[], &[]);
     let killed = tmp.path().join("killed");
-    let stdout = run(
+    // Each resume repeats `--epochs 4`: the same number neither extends the run nor restarts
+    // early stopping's patience.
+    let stdout = run_resumed_with(
         &config,
         &data,
         &killed,
@@ -290,6 +324,7 @@ fn kills_in_every_phase_resume_to_the_uninterrupted_run() {
             "eval",               // the final evaluation scored, its record not yet written
             "plots",              // curves.png written, not the PCA picture
         ],
+        &["--epochs", "4"],
     );
     assert!(stdout.contains("resuming from"), "{stdout}");
     assert_same_run(&straight, &killed, &data);
@@ -309,6 +344,11 @@ fn kills_in_every_phase_resume_to_the_uninterrupted_run() {
     // `eval` of each epoch's checkpoint reproduces the validation printed at its step.
     let validated = validations(&killed);
     assert_eq!(validated.len(), 4);
+    let bests = validated.values().filter(|v| v["best"] == true).count();
+    assert!(
+        (2..4).contains(&bests),
+        "a new best in some epochs, not all: {validated:?}"
+    );
     for (step, v) in &validated {
         let dir = killed.join(format!("checkpoints/step-{step:09}"));
         let eval_out = tmp.path().join(format!("eval-{step}"));
@@ -518,4 +558,33 @@ fn a_damaged_checkpoint_is_passed_over() {
         !output.status.success() && err.contains("no intact weights in"),
         "{err}"
     );
+}
+
+/// A run that stopped early, killed after its last checkpoint, stays stopped when resumed.
+#[test]
+fn an_early_stopped_run_stays_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    image_folder(&data);
+    let config = tmp.path().join("run.toml");
+    let body = CONFIG
+        .replace("epochs = 4", "epochs = 8")
+        .replace("early_stopping_patience = 3", "early_stopping_patience = 1");
+    fs::write(&config, body).unwrap();
+    let straight = tmp.path().join("straight");
+    let stdout = run(&config, &data, &straight, &[], &[]);
+    assert!(stdout.contains("early stopping"), "{stdout}");
+    let last = records(&straight)
+        .iter()
+        .filter_map(|r| r["step"].as_u64())
+        .max()
+        .unwrap();
+    assert!(last < 40, "stopped before the 8 epochs' 40 steps: {last}");
+    // Killed right after the checkpoint of the epoch that stopped it (its n-th checkpoint).
+    let n = states(&straight).len();
+    let killed = tmp.path().join("killed");
+    let kill = format!("checkpoint-saved:{n}");
+    let resumed = run(&config, &data, &killed, &[], &[&kill]);
+    assert!(resumed.contains("the run had stopped"), "{resumed}");
+    assert_same_run(&straight, &killed, &data);
 }

@@ -35,6 +35,8 @@ pub struct Batch {
     pub skipped: usize,
     /// One message per image found unreadable for the first time.
     pub new_errors: Vec<String>,
+    /// Indices of the images of this batch left out as unreadable (found now or before).
+    pub unreadable: Vec<usize>,
 }
 
 /// Images that failed to decode, shared by all loaders of a run.
@@ -50,19 +52,6 @@ impl BadImages {
     /// True when every image read so far decoded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The images found unreadable so far, in index order (saved with checkpoints).
-    pub fn indices(&self) -> Vec<usize> {
-        let mut v: Vec<usize> = self
-            .0
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .copied()
-            .collect();
-        v.sort_unstable();
-        v
     }
 
     /// A set that starts with `indices` known unreadable (restored from a checkpoint): they are
@@ -98,11 +87,13 @@ impl Job {
         let mut labels = Vec::with_capacity(members.len());
         let mut indices = Vec::with_capacity(members.len());
         let mut new_errors = Vec::new();
+        let mut unreadable = Vec::new();
         let mut skipped = 0;
         let (seed, epoch, first) = self.key;
         for (slot, &i) in members.iter().enumerate() {
             if self.bad.contains(i) {
                 skipped += 1;
+                unreadable.push(i);
                 continue;
             }
             let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -121,6 +112,7 @@ impl Job {
                 }
                 failure => {
                     skipped += 1;
+                    unreadable.push(i);
                     if self.bad.insert(i) {
                         let reason = match failure {
                             // The decoder's message once (its own sources repeat it).
@@ -146,6 +138,7 @@ impl Job {
             indices,
             skipped,
             new_errors,
+            unreadable,
         }
     }
 }

@@ -131,6 +131,10 @@ pub struct RunState {
     /// `None` in checkpoints of older versions (then records up to `step` are kept).
     #[serde(default)]
     pub metrics_records: Option<u64>,
+    /// `--devices` the run trains on (empty: the backend's default device); a resume without
+    /// `--devices` goes on on these.
+    #[serde(default)]
+    pub devices: Vec<usize>,
 }
 
 impl RunState {
@@ -147,6 +151,7 @@ impl RunState {
             bad_images: Vec::new(),
             collapse: CollapseState::default(),
             metrics_records: None,
+            devices: Vec::new(),
         }
     }
 }
@@ -291,6 +296,14 @@ fn step_of(dir: &Path) -> Option<u64> {
 
 /// Complete checkpoints (folders `step-N` with a `state.json`), oldest first.
 fn list(root: &Path) -> Result<Vec<PathBuf>> {
+    Ok(step_folders(root)?
+        .into_iter()
+        .filter(|dir| dir.join(STATE).is_file())
+        .collect())
+}
+
+/// Every `step-N` folder, complete or not, oldest first.
+fn step_folders(root: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     let entries = match fs::read_dir(root) {
         Ok(entries) => entries,
@@ -301,7 +314,7 @@ fn list(root: &Path) -> Result<Vec<PathBuf>> {
         let path = entry
             .with_context(|| format!("reading {}", root.display()))?
             .path();
-        if step_of(&path).is_some() && path.join(STATE).is_file() {
+        if step_of(&path).is_some() && path.is_dir() {
             dirs.push(path);
         }
     }
@@ -360,8 +373,25 @@ fn named(root: &Path, pointer: &str) -> Result<Option<PathBuf>> {
 pub fn for_inference(out: &Path) -> Result<Vec<(PathBuf, &'static str)>> {
     let root = folder(out);
     let mut order: Vec<(PathBuf, &'static str)> = Vec::new();
-    for (pointer, kind) in [(BEST, "best"), (LATEST, "latest")] {
-        if let Some(dir) = named(&root, pointer)?
+    let latest = match named(&root, LATEST)? {
+        Some(dir) => Some(dir),
+        None => list(&root)?.pop(),
+    };
+    // The best as the newest checkpoint's state knows it (the pointer may lag behind after a
+    // kill between saving a best checkpoint and naming it), else as the pointer names it.
+    let best = latest
+        .as_deref()
+        .and_then(|dir| fs::read(dir.join(STATE)).ok())
+        .and_then(|bytes| serde_json::from_slice::<Saved>(&bytes).ok())
+        .and_then(|saved| saved.state.best)
+        .map(|b| root.join(format!("step-{:09}", b.step)))
+        .filter(|dir| dir.join(STATE).is_file());
+    let best = match best {
+        Some(dir) => Some(dir),
+        None => named(&root, BEST)?,
+    };
+    for (dir, kind) in [(best, "best"), (latest, "latest")] {
+        if let Some(dir) = dir
             && !order.iter().any(|(d, _)| *d == dir)
         {
             order.push((dir, kind));
@@ -385,10 +415,11 @@ pub fn exists(out: &Path) -> Result<bool> {
 /// lists is there with the size and CRC-32 it was written with. Checkpoints of older versions
 /// record no sums: only their `state.json` is checked.
 pub fn verify(dir: &Path) -> Result<(), String> {
-    read_checked(dir, &[]).map(|_| ())
+    read_checked(dir, &[CONFIG, MODEL, OPTIMIZER]).map(|_| ())
 }
 
-/// `state.json` of `dir` and the files in `wanted`, each checked against the recorded sums.
+/// `state.json` of `dir` and the files in `wanted`, each checked against the recorded sums
+/// (the size first, so that a truncated file is named as such).
 fn read_checked(dir: &Path, wanted: &[&str]) -> Result<(Saved, Vec<Vec<u8>>), String> {
     let read = |file: &str| {
         fs::read(dir.join(file)).map_err(|e| match e.kind() {
@@ -399,7 +430,11 @@ fn read_checked(dir: &Path, wanted: &[&str]) -> Result<(Saved, Vec<Vec<u8>>), St
     let saved: Saved = serde_json::from_slice(&read(STATE)?)
         .map_err(|e| format!("{STATE} is not a valid run state ({e})"))?;
     // Files the state does not list are still read when wanted (older checkpoints).
-    for (file, sum) in &saved.files {
+    for (file, sum) in saved
+        .files
+        .iter()
+        .filter(|(f, _)| wanted.contains(&f.as_str()))
+    {
         let len = match fs::metadata(dir.join(file)) {
             Ok(m) => m.len(),
             Err(_) => return Err(format!("{file} is missing")),
@@ -448,11 +483,12 @@ pub fn read(dir: &Path) -> Result<Checkpoint, String> {
 }
 
 /// Why the model file `model` cannot be used, when it is the `model.bpk` of a checkpoint
-/// folder and differs from the size and CRC-32 recorded with it; `Ok` otherwise.
+/// folder and it or the checkpoint's config differs from the size and CRC-32 recorded with it
+/// (the optimiser's state is not needed for inference); `Ok` otherwise.
 pub fn verify_model_file(model: &Path) -> Result<(), String> {
     let dir = model.parent().unwrap_or(Path::new("."));
     if model.file_name().is_some_and(|n| n == MODEL) && dir.join(STATE).is_file() {
-        read_checked(dir, &[MODEL]).map(|_| ())
+        read_checked(dir, &[CONFIG, MODEL]).map(|_| ())
     } else {
         Ok(())
     }
@@ -481,13 +517,22 @@ pub fn load_resumable(
             order.push(dir);
         }
     }
-    if order.is_empty() {
+    // A `step-N` folder without `state.json` is never written (checkpoints are renamed into
+    // place complete): it was damaged afterwards. Named and moved aside with the others.
+    let incomplete: Vec<PathBuf> = step_folders(&root)?
+        .into_iter()
+        .filter(|dir| !dir.join(STATE).is_file())
+        .collect();
+    if order.is_empty() && incomplete.is_empty() {
         bail!(
             "nothing to resume in {}: it holds no checkpoint (start the run without --resume)",
             out.display()
         );
     }
     let mut damaged: Vec<(PathBuf, String)> = Vec::new();
+    for dir in incomplete.into_iter().rev() {
+        damaged.push((dir, format!("{STATE} is missing")));
+    }
     for dir in order {
         match read(&dir).and_then(|c| check(&c).map(|()| c)) {
             Ok(checkpoint) => {
@@ -533,24 +578,32 @@ fn move_aside(root: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(aside)
 }
 
-/// Removes temporary files and folders a killed run left behind (in the run folder and its
-/// checkpoints).
+/// Removes what a killed run left half written: temporary checkpoint folders
+/// (`checkpoints/.tmp-step-N`) and the temporary files of atomic writes (`.tmp-XXXXXX`, in the
+/// run folder and in `checkpoints/`).
 pub fn clean_partial(out: &Path) -> Result<()> {
-    for root in [out.to_path_buf(), folder(out)] {
-        let Ok(entries) = fs::read_dir(&root) else {
+    let checkpoints = folder(out);
+    for root in [out, checkpoints.as_path()] {
+        let Ok(entries) = fs::read_dir(root) else {
             continue;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if !name.to_str().is_some_and(|n| n.starts_with(".tmp-")) {
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
                 continue;
-            }
-            let path = entry.path();
-            let removed = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
             };
+            let path = entry.path();
+            let removed =
+                if path.is_dir() && root == checkpoints && step_of(Path::new(rest)).is_some() {
+                    fs::remove_dir_all(&path)
+                } else if path.is_file()
+                    && rest.len() == 6
+                    && rest.chars().all(|c| c.is_ascii_alphanumeric())
+                {
+                    fs::remove_file(&path)
+                } else {
+                    continue;
+                };
             removed.with_context(|| format!("removing {}", path.display()))?;
         }
     }
@@ -655,11 +708,14 @@ mod tests {
         // A kill in an atomic write of the run folder leaves its temporary file.
         let stray = out.path().join(".tmp-Ab12Cd");
         fs::write(&stray, b"half a model").unwrap();
+        // Not one of ours: left alone.
+        let users = out.path().join(".tmp-notes.txt");
+        fs::write(&users, b"mine").unwrap();
         // A kill after the rename but before `latest` was updated: still complete, newer.
         let ckpt = latest(out.path()).unwrap();
         assert_eq!(ckpt.state.step, 3);
         clean_partial(out.path()).unwrap();
-        assert!(!partial.exists() && !stray.exists());
+        assert!(!partial.exists() && !stray.exists() && users.exists());
         // `latest` lost: the highest complete checkpoint is used.
         fs::remove_file(folder(out.path()).join(LATEST)).unwrap();
         assert_eq!(latest(out.path()).unwrap().state.step, 3);
@@ -692,10 +748,13 @@ mod tests {
         let mut altered = vec![7u8; 500];
         altered[100] = 8;
         fs::write(middle.join(OPTIMIZER), &altered).unwrap();
-        assert!(
-            verify(&middle).is_ok(),
-            "same size: only the checksum tells"
-        );
+        // Same size: only the checksum tells; eval needs no optimiser, so its check passes.
+        assert!(verify(&middle).unwrap_err().contains("checksum"));
+        assert!(verify_model_file(&middle.join(MODEL)).is_ok());
+        // A folder that lost its state.json.
+        let stateless = root.join("step-000000004");
+        fs::create_dir_all(&stateless).unwrap();
+        fs::write(stateless.join(MODEL), [4]).unwrap();
         let r = load_resumable(out.path(), |_| Ok(())).unwrap();
         assert_eq!(r.checkpoint.state.step, 1);
         let damaged: Vec<_> = r
@@ -706,6 +765,7 @@ mod tests {
         assert_eq!(
             damaged,
             [
+                (&stateless, "state.json is missing"),
                 (
                     &newest,
                     "model.bpk is 1000 bytes but 2000 were written (truncated)"
@@ -719,6 +779,7 @@ mod tests {
         );
         // Moved aside, nothing deleted; `latest` names the checkpoint resumed from.
         assert!(root.join("damaged-step-000000003").join(MODEL).is_file());
+        assert!(root.join("damaged-step-000000004").join(MODEL).is_file());
         assert!(!newest.exists());
         assert_eq!(
             fs::read_to_string(root.join(LATEST)).unwrap(),
@@ -733,14 +794,16 @@ mod tests {
             err.contains("every checkpoint is damaged") && err.contains("does not decode"),
             "{err}"
         );
-        // No sums recorded (an older version): only what decodes is judged.
-        fs::write(
-            root.join("step-000000001").join(STATE),
-            serde_json::to_vec(&state(1)).unwrap(),
-        )
-        .unwrap();
+        // A state.json of the previous version (no sums, none of the newer fields): only what
+        // decodes is judged.
+        let old = r#"{"step": 1, "sampler": {"epoch": 0, "batch": 1}, "seed": 1,
+            "skipped_images": 0, "best": {"step": 1, "epoch": 1, "map_at_r": 0.25},
+            "validations_since_best": 0}"#;
+        fs::write(root.join("step-000000001").join(STATE), old).unwrap();
         fs::write(root.join("step-000000001").join(MODEL), [0]).unwrap();
-        assert!(latest(out.path()).is_ok());
+        let read = latest(out.path()).unwrap().state;
+        assert_eq!((read.step, read.metrics_records), (1, None));
+        assert_eq!(read.best.unwrap().map_at_r, 0.25);
         fs::write(root.join("step-000000001").join(STATE), b"{").unwrap();
         let err = latest(out.path()).err().unwrap().to_string();
         assert!(err.contains("state.json is not a valid run state"), "{err}");

@@ -73,16 +73,6 @@ pub struct TrainSummary {
 /// Runs `triplet train`.
 pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     let out = options.out.clone();
-    let mut replica_devices: Vec<Device> = if options.devices.is_empty() {
-        vec![options.backend.device().map_err(anyhow::Error::msg)?]
-    } else {
-        options
-            .devices
-            .iter()
-            .map(|&i| options.backend.device_at(i))
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?
-    };
 
     // The run's config and position: fresh, or from the latest checkpoint.
     let (mut config, resumed) = if options.resume {
@@ -116,6 +106,45 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         }
         (options.config.clone(), None)
     };
+    // The devices: `--devices`, else those the resumed run trained on (they decide how each
+    // batch is split and how BatchNorm statistics are averaged), else the backend's default.
+    let saved_devices = resumed.as_ref().map(|c| c.state.devices.clone());
+    let devices = match &saved_devices {
+        Some(saved) if options.devices.is_empty() && !saved.is_empty() => {
+            say(&format!(
+                "--devices {} (as the run was trained)",
+                list_devices(saved)
+            ));
+            saved.clone()
+        }
+        Some(saved) if *saved != options.devices => {
+            say(&format!(
+                "warning: the run was trained on --devices {} and goes on on --devices {}: batches \
+                 are split differently from here on, so it will not end as an uninterrupted run \
+                 would",
+                if saved.is_empty() {
+                    "(default)".into()
+                } else {
+                    list_devices(saved)
+                },
+                list_devices(&options.devices)
+            ));
+            options.devices.clone()
+        }
+        _ => options.devices.clone(),
+    };
+    let mut replica_devices: Vec<Device> = if devices.is_empty() {
+        vec![options.backend.device().map_err(anyhow::Error::msg)?]
+    } else {
+        devices
+            .iter()
+            .map(|&i| options.backend.device_at(i))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?
+    };
+    // `--epochs` beyond the saved number extends the run (and restarts early stopping's
+    // patience); the same number changes nothing.
+    let saved_epochs = config.train.epochs;
     if let Some(data) = &options.data {
         config.data.path = Some(data.clone());
     }
@@ -150,6 +179,13 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 anyhow::anyhow!("cannot switch {} to {dtype:?}: {e:?}", options.backend)
             })?;
         }
+        // Burn creates the optimiser state it reads back from a checkpoint on its default
+        // device (the backend's first, `main.rs`) in that device's float type, then moves it to
+        // each parameter's device: the default device must be half too.
+        let mut default = Device::default();
+        if !replica_devices.contains(&default) && default.supports_dtype(dtype) {
+            let _ = default.configure(dtype);
+        }
         say(&format!(
             "warning: train.precision = \"{}\" keeps weights and optimiser state in half precision \
              too (Burn 0.22.1 has no f32 master weights): an update smaller than about 5e-4 \
@@ -180,12 +216,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         bail!(
             "--devices {}: each device mines inside its own share of a batch's classes and needs \
              at least 2 of them, but a batch has P = {p} classes; set [sampler] p to at least {}",
-            options
-                .devices
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
+            list_devices(&devices),
             2 * replica_devices.len()
         );
     }
@@ -240,6 +271,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     let mut model = model_config.init(&train_device);
     let mut optim = setup::optimizer(&config.optimizer);
     let mut state = RunState::new(config.train.seed);
+    state.devices = devices.clone();
     match &resumed {
         Some(ckpt) => {
             let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model.clone()))
@@ -252,6 +284,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("loading the optimiser of {}", ckpt.dir.display()))?;
             state = ckpt.state.clone();
+            state.devices = devices.clone();
             say(&format!(
                 "resuming from {} (epoch {}, step {})",
                 ckpt.dir.display(),
@@ -262,7 +295,8 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             if let Some(best) = state.best {
                 checkpoint::repair_best(&out, best.step)?;
             }
-            if options.epochs.is_some() && state.validations_since_best > 0 {
+            if options.epochs.is_some_and(|e| e > saved_epochs) && state.validations_since_best > 0
+            {
                 say("--epochs extends the run: early-stopping patience starts again");
                 state.validations_since_best = 0;
             }
@@ -314,6 +348,10 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
     let mut progress = Progress::new(config.train.log_every_steps);
     let mut collapse = CollapseWatch::restore(config.loss.margin, state.collapse);
     let bad = Arc::new(BadImages::with_known(&state.bad_images));
+    // The unreadable images of the batches trained on (a checkpoint saves these, not those the
+    // workers found ahead in prefetched batches, which a resumed run finds again).
+    let mut unreadable: std::collections::BTreeSet<usize> =
+        state.bad_images.iter().copied().collect();
     let [c, h, w] = [
         plan.transform.channels,
         plan.transform.size[0],
@@ -359,6 +397,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
                 progress.println(&format!("warning: {message}"));
             }
             state.epoch_totals.skipped += batch.skipped as u64;
+            unreadable.extend(&batch.unreadable);
             let lr = learning_rate(&config, state.step, total_steps, bpe);
             let mut record = json!({ "kind": "step", "epoch": epoch + 1, "lr": lr });
             if batch.count >= 2 {
@@ -430,7 +469,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             let every = config.train.checkpoint_every_steps;
             if every > 0 && state.step.is_multiple_of(every) && (state.sampler.batch as u64) < bpe {
                 state.collapse = collapse.state();
-                saver.save(&mut state, &bad, &metrics, &model, &optim)?;
+                saver.save(&mut state, &unreadable, &metrics, &model, &optim)?;
             }
         }
         let waited = waited_earlier + loader.waited().as_secs_f64();
@@ -513,7 +552,7 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             "skipped_images": totals.skipped,
         }))?;
         state.collapse = collapse.state();
-        let dir = saver.save(&mut state, &bad, &metrics, &model, &optim)?;
+        let dir = saver.save(&mut state, &unreadable, &metrics, &model, &optim)?;
         if improved {
             checkpoint::mark_best(&out, &dir)?;
         }
@@ -641,16 +680,25 @@ fn model_bytes(model: &EmbeddingModel) -> Result<Vec<u8>> {
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))
+        .map_err(|e| anyhow::anyhow!("{e}"))
         .context("serialising the model")?;
     Ok(bytes.to_vec())
+}
+
+/// `0,1` for `--devices`.
+fn list_devices(devices: &[usize]) -> String {
+    devices
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Folds every BatchNorm's pending running-statistics update into its value.
 ///
 /// Burn's `RunningState` keeps the update of a forward pass pending, keyed by the thread that
 /// made it, until the next training forward on that thread (or `valid()`) merges the pending
-/// updates of all threads into their mean. Records and `valid()` read the merged value only, so
+/// updates of all threads into their mean. Records read the merged value only, so
 /// without this a checkpoint taken after step N held the statistics of step N − 1 (a resumed
 /// run lost one update per interruption), and replicas, each a new thread every step, were
 /// never merged until the epoch's validation averaged all of the epoch's updates at once.
@@ -688,17 +736,17 @@ impl Saver<'_> {
     fn save(
         &self,
         state: &mut RunState,
-        bad: &BadImages,
+        unreadable: &std::collections::BTreeSet<usize>,
         metrics: &MetricsLog,
         model: &EmbeddingModel,
         optim: &burn::optim::ModuleOptimizer,
     ) -> Result<PathBuf> {
-        state.bad_images = bad.indices();
+        state.bad_images = unreadable.iter().copied().collect();
         state.skipped_images = state.bad_images.len() as u64;
         state.metrics_records = Some(metrics.sync()?);
         let optimizer = optim
             .into_bytes()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
+            .map_err(|e| anyhow::anyhow!("{e}"))
             .context("serialising the optimiser")?;
         checkpoint::save(
             self.out,
