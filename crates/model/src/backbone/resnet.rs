@@ -14,6 +14,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use triplet_kernels::conv2d;
 
 /// Configuration of a [`ResNet`]. Build with [`ResNetConfig::new`] from the depth.
 #[derive(Config, Debug)]
@@ -137,7 +138,7 @@ impl Downsample {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
+        self.bn.forward(conv2d(&self.conv, x))
     }
 }
 
@@ -178,8 +179,8 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let out = self.bn2.forward(conv2d(&self.conv2, out));
         relu(out + identity)
     }
 }
@@ -217,9 +218,9 @@ impl Bottleneck {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
-        let out = relu(self.bn1.forward(self.conv1.forward(x)));
-        let out = relu(self.bn2.forward(self.conv2.forward(out)));
-        let out = self.bn3.forward(self.conv3.forward(out));
+        let out = relu(self.bn1.forward(conv2d(&self.conv1, x)));
+        let out = relu(self.bn2.forward(conv2d(&self.conv2, out)));
+        let out = self.bn3.forward(conv2d(&self.conv3, out));
         relu(out + identity)
     }
 }
@@ -282,7 +283,7 @@ impl ResNet {
     /// - output: `[batch, 512 or 2048, ⌈height / 32⌉, ⌈width / 32⌉]` (torchvision's
     ///   arithmetic; any size from 1×1 works)
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.bn1.forward(self.conv1.forward(images)));
+        let x = relu(self.bn1.forward(conv2d(&self.conv1, images)));
         let mut x = self.maxpool.forward(x);
         for block in self
             .layer1

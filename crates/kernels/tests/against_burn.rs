@@ -1,0 +1,190 @@
+//! `triplet_kernels::conv2d` against Burn's own flex convolution (`Conv2d::forward`): outputs
+//! and the gradients of the input, weight and bias, on random shapes (batch 1 and odd, 1 and 3
+//! input channels, non-square and odd sizes down to 1×1, every kernel and stride the backbones
+//! use), within 1e-4 of the largest value; finite differences on small cases; and proof that the
+//! fast path is the one taken.
+
+use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// `(batch, cin, cout, [h, w], kernel, stride, padding, bias)`.
+type Case = (usize, usize, usize, [usize; 2], usize, usize, usize, bool);
+
+const CASES: &[Case] = &[
+    (1, 1, 4, [1, 1], 3, 1, 1, true),
+    (1, 3, 8, [5, 7], 3, 1, 1, true),
+    (3, 1, 16, [28, 28], 3, 1, 1, true),
+    (2, 8, 16, [9, 8], 3, 2, 1, false),
+    (5, 16, 4, [14, 14], 3, 2, 1, true),
+    (1, 3, 8, [2, 3], 1, 1, 0, false),
+    (3, 16, 8, [7, 7], 1, 1, 0, true),
+    (2, 8, 16, [7, 9], 1, 2, 0, false),
+    (1, 3, 16, [23, 17], 7, 2, 3, false),
+    (3, 3, 8, [1, 1], 7, 2, 3, true),
+    (1, 16, 16, [4, 4], 3, 1, 1, false),
+    (7, 32, 32, [14, 14], 3, 1, 1, true),
+];
+
+fn conv(device: &Device, (_, cin, cout, _, k, s, p, bias): Case) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([s, s])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(bias)
+        .init(device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// Largest difference relative to the largest |reference|.
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .fold(0f32, |m, (g, w)| m.max((g - w).abs()))
+        / scale
+}
+
+/// Output, and the input, weight and bias gradients of `Σ y·r`, by `forward`.
+fn run(
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    r: &Tensor<4>,
+    forward: impl Fn(&Conv2d, Tensor<4>) -> Tensor<4>,
+) -> [Vec<f32>; 4] {
+    let x = x.clone().require_grad();
+    let y = forward(conv, x.clone());
+    let grads = (y.clone() * r.clone()).sum().backward();
+    let bias = conv
+        .bias
+        .as_ref()
+        .map(|b| values(b.grad(&grads).expect("a bias gradient")))
+        .unwrap_or_default();
+    [
+        values(y),
+        values(x.grad(&grads).expect("an input gradient")),
+        values(conv.weight.grad(&grads).expect("a weight gradient")),
+        bias,
+    ]
+}
+
+#[test]
+fn matches_burns_convolution_and_its_gradients() {
+    assert!(
+        triplet_kernels::fast_path_compiled(),
+        "triplet-kernels/flex is off: the comparison would be Burn against itself"
+    );
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    for &case in CASES {
+        let (n, cin, cout, [h, w], k, s, p, _) = case;
+        let conv = conv(&device, case);
+        let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let [oh, ow] = [(h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1];
+        let r = Tensor::<4>::random([n, cout, oh, ow], Distribution::Normal(0.0, 1.0), &device);
+        let before = triplet_kernels::fast_calls();
+        let fast = run(&conv, &x, &r, triplet_kernels::conv2d);
+        assert_eq!(
+            triplet_kernels::fast_calls(),
+            before + 1,
+            "{case:?}: fast path"
+        );
+        let burn = run(&conv, &x, &r, |c, x| c.forward(x));
+        for (what, (g, b)) in ["output", "dx", "dw", "db"]
+            .iter()
+            .zip(fast.iter().zip(&burn))
+        {
+            let e = rel_err(g, b);
+            assert!(e < 1e-4, "{case:?} {what}: relative error {e}");
+        }
+    }
+}
+
+/// Central differences of `Σ y·r` in f64 arithmetic on the f32 forward, against the backward.
+#[test]
+fn gradients_match_finite_differences() {
+    let device = Device::flex().autodiff();
+    device.seed(11);
+    for case in [
+        (2, 2, 3, [5, 4], 3, 1, 1, true),
+        (1, 3, 2, [7, 6], 3, 2, 1, true),
+    ] {
+        let (n, cin, cout, [h, w], k, s, p, _) = case;
+        let conv = conv(&device, case);
+        let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let [oh, ow] = [(h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1];
+        let r = Tensor::<4>::random([n, cout, oh, ow], Distribution::Normal(0.0, 1.0), &device);
+        let [_, dx, dw, _] = run(&conv, &x, &r, triplet_kernels::conv2d);
+        let objective = |conv: &Conv2d, x: &Tensor<4>| -> f64 {
+            let y = triplet_kernels::conv2d(conv, x.clone());
+            values(y * r.clone()).iter().map(|&v| f64::from(v)).sum()
+        };
+        let conv_plain = conv.valid();
+        let eps = 1e-2f32;
+        let xs = values(x.clone());
+        for i in (0..xs.len()).step_by(7) {
+            let at = |d: f32| {
+                let mut v = xs.clone();
+                v[i] += d;
+                let t = Tensor::<4>::from_data(TensorData::new(v, [n, cin, h, w]), &device);
+                objective(&conv_plain, &t.inner())
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * f64::from(eps));
+            let analytic = f64::from(dx[i]);
+            assert!(
+                (numeric - analytic).abs() < 2e-2 * analytic.abs().max(1.0),
+                "dx[{i}]: {numeric} vs {analytic}"
+            );
+        }
+        let ws = values(conv.weight.val());
+        let wshape = conv.weight.dims();
+        for i in (0..ws.len()).step_by(5) {
+            let at = |d: f32| {
+                let mut v = ws.clone();
+                v[i] += d;
+                let mut c = conv_plain.clone();
+                c.weight = Param::from_tensor(Tensor::from_data(
+                    TensorData::new(v, wshape),
+                    &device.clone().inner(),
+                ));
+                objective(&c, &x.clone().inner())
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * f64::from(eps));
+            let analytic = f64::from(dw[i]);
+            assert!(
+                (numeric - analytic).abs() < 2e-2 * analytic.abs().max(1.0),
+                "dw[{i}]: {numeric} vs {analytic}"
+            );
+        }
+    }
+}
+
+/// Dilation, groups and other float types take Burn's path (and still give its values).
+#[test]
+fn other_convolutions_take_burns_path() {
+    let device = Device::flex();
+    let x = Tensor::<4>::random([2, 4, 9, 9], Distribution::Normal(0.0, 1.0), &device);
+    for conv in [
+        Conv2dConfig::new([4, 4], [3, 3])
+            .with_dilation([2, 2])
+            .init(&device),
+        Conv2dConfig::new([4, 4], [3, 3])
+            .with_groups(2)
+            .init(&device),
+        // "Same" at stride 2 may be asymmetric.
+        Conv2dConfig::new([4, 4], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Same)
+            .init(&device),
+    ] {
+        let before = triplet_kernels::fast_calls();
+        let got = values(triplet_kernels::conv2d(&conv, x.clone()));
+        assert_eq!(triplet_kernels::fast_calls(), before, "Burn's path");
+        assert_eq!(got, values(conv.forward(x.clone())));
+    }
+}
