@@ -273,7 +273,7 @@ pub const fn fast_path_compiled() -> bool {
 
 /// `TRIPLET_FAST_CONV=0` sends every convolution through Burn's path, so that one benchmark
 /// binary measures both.
-fn turned_off() -> bool {
+pub(crate) fn turned_off() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OFF.get_or_init(|| std::env::var_os("TRIPLET_FAST_CONV").is_some_and(|v| v == "0"))
 }

@@ -24,6 +24,7 @@
 #![deny(unsafe_code)]
 
 mod burn_conv;
+mod burn_norm;
 mod conv;
 mod im2col;
 #[allow(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod matmul;
 mod tests;
 
 pub use burn_conv::{FastConvBackend, conv2d, fast_calls, fast_path_compiled};
+pub use burn_norm::{FastNormBackend, batch_norm};
 use im2col::Geom;
 
 /// Shape of a 2-D convolution (groups = 1, dilation = 1).

@@ -188,3 +188,53 @@ fn other_convolutions_take_burns_path() {
         assert_eq!(got, values(conv.forward(x.clone())));
     }
 }
+
+/// `triplet_kernels::batch_norm` in training against Burn's `BatchNorm::forward`: output,
+/// running statistics, and the input, γ and β gradients, on odd shapes.
+#[test]
+fn batch_norm_matches_burns() {
+    use burn::nn::BatchNormConfig;
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    for [n, c, h, w] in [[1, 3, 5, 7], [4, 8, 1, 1], [3, 16, 14, 14], [5, 2, 9, 4]] {
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.5, 2.0), &device);
+        let r = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.3), &device);
+        let beta = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.3), &device);
+        let mut results = Vec::new();
+        for fast in [true, false] {
+            let mut bn = BatchNormConfig::new(c).init(&device);
+            bn.gamma = Param::from_tensor(gamma.clone());
+            bn.beta = Param::from_tensor(beta.clone());
+            let x = x.clone().require_grad();
+            let y = if fast {
+                triplet_kernels::batch_norm(&bn, x.clone())
+            } else {
+                bn.forward(x.clone())
+            };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            results.push([
+                values(y),
+                values(x.grad(&grads).unwrap()),
+                values(bn.gamma.grad(&grads).unwrap()),
+                values(bn.beta.grad(&grads).unwrap()),
+                values(bn.running_mean.value_sync()),
+                values(bn.running_var.value_sync()),
+            ]);
+        }
+        for (i, what) in [
+            "output",
+            "dx",
+            "dgamma",
+            "dbeta",
+            "running mean",
+            "running var",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let e = rel_err(&results[0][i], &results[1][i]);
+            assert!(e < 1e-4, "{n}×{c}×{h}×{w} {what}: relative error {e}");
+        }
+    }
+}

@@ -9,7 +9,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use triplet_kernels::conv2d;
+use triplet_kernels::{batch_norm, conv2d};
 
 /// Configuration of [`SmallCnn`].
 #[derive(Config, Debug)]
@@ -52,7 +52,7 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(conv2d(&self.conv, x)))
+        relu(batch_norm(&self.bn, conv2d(&self.conv, x)))
     }
 }
 

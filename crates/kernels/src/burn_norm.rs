@@ -1,0 +1,438 @@
+//! BatchNorm's training pass for NCHW on flex without layout copies: [`batch_norm`] runs a
+//! `burn::nn::BatchNorm` in training mode through two passes per channel plane (statistics,
+//! then normalisation) and a hand-written backward (two passes), where Burn's default
+//! `batch_norm_train` makes a channels-first copy of the activation (`swap_dims`) in the
+//! forward and two in the backward. Same values as Burn's (biased variance for the
+//! normalisation, running statistics updated with `momentum` as Burn does); inference, other
+//! backends and other float types take Burn's `BatchNorm::forward`.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchDevice, TensorMetadata, backend_extension};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// The operations; the default bodies are Burn's own batch norm.
+#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+pub trait FastNormBackend: Backend {
+    /// Per-channel mean and biased variance of `x` `[N, C, H, W]`, as `[2, C]`.
+    fn fast_bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let shape = x.shape();
+        let c = shape[1];
+        let m = shape.num_elements() / c;
+        let flat = Self::float_reshape(Self::float_swap_dims(x, 0, 1), [c, m].into());
+        let mean = Self::float_mean_dim(flat.clone(), 1); // [C, 1]
+        let centred = Self::float_sub(flat, mean.clone());
+        let var = Self::float_mean_dim(Self::float_mul(centred.clone(), centred), 1);
+        Self::float_transpose(Self::float_cat(vec![mean, var], 1))
+    }
+
+    /// `(x − mean)·γ / √(var + ε) + β` with `stats` from [`fast_bn_stats`] of the same `x`.
+    fn fast_bn_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let (mean, var) = split::<Self>(stats);
+        Self::batch_norm(x, gamma, beta, mean, var, epsilon)
+    }
+
+    /// The input gradient of the training batch norm (statistics of `x` itself).
+    fn fast_bn_backward_x(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (mean, var) = split::<Self>(stats);
+        Self::batch_norm_train_backward(x, gamma, mean, var, epsilon, output_grad).x_grad
+    }
+
+    /// The gradients of γ and β, as `[2, C]`.
+    fn fast_bn_backward_params(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let c = x.shape()[1];
+        let (mean, var) = split::<Self>(stats);
+        let g = Self::batch_norm_train_backward(x, gamma, mean, var, epsilon, output_grad);
+        Self::float_cat(
+            vec![
+                Self::float_reshape(g.gamma_grad, [1, c].into()),
+                Self::float_reshape(g.beta_grad, [1, c].into()),
+            ],
+            0,
+        )
+    }
+}
+
+/// Rows 0 and 1 of a `[2, C]`, each as `[C]`.
+fn split<B: Backend>(stats: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let c = stats.shape()[1];
+    let row = |i: usize| {
+        let slices = [
+            burn::tensor::Slice::from(i..i + 1),
+            burn::tensor::Slice::from(0..c),
+        ];
+        B::float_reshape(B::float_slice(stats.clone(), &slices), [c].into())
+    };
+    (row(0), row(1))
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use std::borrow::Cow;
+
+    use super::*;
+    use burn::backend::Flex;
+    use burn_flex::FlexTensor;
+    use rayon::prelude::*;
+
+    /// The tensor's f32 values in row-major order (borrowed when already contiguous).
+    fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+        match t.as_slice::<f32>() {
+            Some(s) if t.is_contiguous() => Cow::Borrowed(s),
+            _ => Cow::Owned(
+                t.to_contiguous()
+                    .as_slice::<f32>()
+                    .map(<[f32]>::to_vec)
+                    .expect("an f32 tensor"),
+            ),
+        }
+    }
+
+    fn dims(t: &FlexTensor) -> (usize, usize, usize) {
+        let s = t.layout().shape();
+        (s[0], s[1], s[2..].iter().product())
+    }
+
+    fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(data, shape))
+    }
+
+    /// Per channel, over its planes: `(Σ a, Σ a·(b − centre))`, or with `b` absent
+    /// `(Σ a, Σ (a − centre)²)`; each plane summed in f32, the planes in f64, in a fixed order.
+    fn channel_sums(
+        a: &[f32],
+        b: Option<&[f32]>,
+        centre: &[f32],
+        (n, c, hw): (usize, usize, usize),
+    ) -> Vec<(f64, f64)> {
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let m = centre[ch];
+                let (mut s, mut sb) = (0f64, 0f64);
+                for img in 0..n {
+                    let at = (img * c + ch) * hw;
+                    let plane = &a[at..at + hw];
+                    let ps = lane_sum(plane, plane, |x, _| x);
+                    let pb = match b {
+                        Some(b) => lane_sum(plane, &b[at..at + hw], |x, y| x * (y - m)),
+                        None => lane_sum(plane, plane, |x, _| (x - m) * (x - m)),
+                    };
+                    s += f64::from(ps);
+                    sb += f64::from(pb);
+                }
+                (s, sb)
+            })
+            .collect()
+    }
+
+    /// `Σ f(aᵢ, bᵢ)` in 16 independent lanes (a serial float sum cannot be vectorised).
+    #[inline(always)]
+    fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+        const L: usize = 16;
+        let mut acc = [0f32; L];
+        let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
+        let (ar, br) = (ac.remainder(), bc.remainder());
+        for (x, y) in ac.zip(bc) {
+            for i in 0..L {
+                acc[i] += f(x[i], y[i]);
+            }
+        }
+        let tail: f32 = ar.iter().zip(br).map(|(x, y)| f(*x, *y)).sum();
+        acc.iter().sum::<f32>() + tail
+    }
+
+    /// `out = x·p[ch] + y·q[ch] + r[ch]` for every plane (`y` absent: no `q` term), in
+    /// parallel.
+    fn affine(
+        x: &[f32],
+        y: Option<&[f32]>,
+        (n, c, hw): (usize, usize, usize),
+        p: &[f32],
+        q: &[f32],
+        r: &[f32],
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; n * c * hw];
+        if hw == 0 {
+            return out;
+        }
+        out.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
+            let ch = plane % c;
+            let at = plane * hw;
+            let xs = &x[at..at + hw];
+            let (pc, rc) = (p[ch], r[ch]);
+            match y {
+                Some(y) => {
+                    let qc = q[ch];
+                    for ((o, x), y) in o.iter_mut().zip(xs).zip(&y[at..at + hw]) {
+                        *o = x * pc + y * qc + rc;
+                    }
+                }
+                None => {
+                    for (o, x) in o.iter_mut().zip(xs) {
+                        *o = x * pc + rc;
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// mean, 1/√(var + ε) per channel.
+    fn moments(stats: &FlexTensor, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+        let s = values(stats);
+        let c = s.len() / 2;
+        let inv = s[c..]
+            .iter()
+            .map(|v| (1.0 / (f64::from(*v) + epsilon).sqrt()) as f32)
+            .collect();
+        (s[..c].to_vec(), inv)
+    }
+
+    /// Per channel `(mean(dy), mean(dy·x̂))`.
+    fn grad_means(
+        x: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        inv: &[f32],
+        shape: (usize, usize, usize),
+    ) -> (Vec<f32>, Vec<f32>) {
+        let m = (shape.0 * shape.2) as f64;
+        let sums = channel_sums(dy, Some(x), mean, shape);
+        let mdy = sums.iter().map(|(s, _)| (s / m) as f32).collect();
+        let mdyx = sums
+            .iter()
+            .zip(inv)
+            .map(|((_, s), i)| (s / m) as f32 * i)
+            .collect();
+        (mdy, mdyx)
+    }
+
+    impl FastNormBackend for Flex {
+        fn fast_bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            let shape = dims(&x);
+            let (n, c, hw) = shape;
+            let m = (n * hw) as f64;
+            let xs = values(&x);
+            // Two passes, as Burn's: the mean, then the mean of the centred squares.
+            let zero = vec![0f32; c];
+            let means: Vec<f32> = channel_sums(&xs, None, &zero, shape)
+                .iter()
+                .map(|(s, _)| (s / m) as f32)
+                .collect();
+            let vars: Vec<f32> = channel_sums(&xs, None, &means, shape)
+                .iter()
+                .map(|(_, sq)| (sq / m) as f32)
+                .collect();
+            tensor([means, vars].concat(), vec![2, c])
+        }
+
+        fn fast_bn_apply(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            stats: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> FloatTensor<Self> {
+            let (mean, inv) = moments(&stats, epsilon);
+            let (g, b) = (values(&gamma), values(&beta));
+            // y = x·(γ/σ) + (β − mean·γ/σ)
+            let scale: Vec<f32> = g.iter().zip(&inv).map(|(g, i)| g * i).collect();
+            let shift: Vec<f32> = b
+                .iter()
+                .zip(&mean)
+                .zip(&scale)
+                .map(|((b, m), s)| b - m * s)
+                .collect();
+            let out = affine(&values(&x), None, dims(&x), &scale, &[], &shift);
+            tensor(out, x.layout().shape().to_vec())
+        }
+
+        fn fast_bn_backward_x(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            stats: FloatTensor<Self>,
+            epsilon: f64,
+            output_grad: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            let shape = dims(&x);
+            let (mean, inv) = moments(&stats, epsilon);
+            let g = values(&gamma);
+            let (xs, dy) = (values(&x), values(&output_grad));
+            let (mdy, mdyx) = grad_means(&xs, &dy, &mean, &inv, shape);
+            // dx = k·(dy − mean(dy) − x̂·mean(dy·x̂)), k = γ/σ, x̂ = (x − mean)/σ
+            //    = dy·k + x·(−k·σ⁻¹·mean(dy·x̂)) + k·(mean·σ⁻¹·mean(dy·x̂) − mean(dy))
+            let k: Vec<f32> = g.iter().zip(&inv).map(|(g, i)| g * i).collect();
+            let q: Vec<f32> = (0..k.len()).map(|c| -k[c] * inv[c] * mdyx[c]).collect();
+            let r: Vec<f32> = (0..k.len())
+                .map(|c| k[c] * (mean[c] * inv[c] * mdyx[c] - mdy[c]))
+                .collect();
+            let out = affine(&dy, Some(&xs), shape, &k, &q, &r);
+            tensor(out, x.layout().shape().to_vec())
+        }
+
+        fn fast_bn_backward_params(
+            x: FloatTensor<Self>,
+            _gamma: FloatTensor<Self>,
+            stats: FloatTensor<Self>,
+            epsilon: f64,
+            output_grad: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            let shape = dims(&x);
+            let (mean, inv) = moments(&stats, epsilon);
+            let (xs, dy) = (values(&x), values(&output_grad));
+            let sums = channel_sums(&dy, Some(&xs), &mean, shape);
+            let gamma: Vec<f32> = sums
+                .iter()
+                .zip(&inv)
+                .map(|((_, s), i)| *s as f32 * i)
+                .collect();
+            let beta: Vec<f32> = sums.iter().map(|(s, _)| *s as f32).collect();
+            tensor([gamma, beta].concat(), vec![2, shape.1])
+        }
+    }
+}
+
+impl<B: Backend + FastNormBackend, C: CheckpointStrategy> FastNormBackend for Autodiff<B, C> {
+    fn fast_bn_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Norm {
+            epsilon: f64,
+        }
+
+        impl<B: Backend + FastNormBackend> Backward<B, 3> for Norm {
+            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let dy = grads.consume::<B>(&ops.node);
+                let (x, gamma, stats) = ops.state;
+                let eps = self.epsilon;
+                if node_gamma.is_some() || node_beta.is_some() {
+                    let p = B::fast_bn_backward_params(
+                        x.clone(),
+                        gamma.clone(),
+                        stats.clone(),
+                        eps,
+                        dy.clone(),
+                    );
+                    let (dgamma, dbeta) = split::<B>(p);
+                    if let Some(node) = node_gamma {
+                        grads.register::<B>(node.id, dgamma);
+                    }
+                    if let Some(node) = node_beta {
+                        grads.register::<B>(node.id, dbeta);
+                    }
+                }
+                if let Some(node) = node_x {
+                    grads.register::<B>(node.id, B::fast_bn_backward_x(x, gamma, stats, eps, dy));
+                }
+            }
+        }
+
+        let stats = stats.into_primitive();
+        match (Norm { epsilon })
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, g, b) = (
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                );
+                let out = B::fast_bn_apply(x.clone(), g.clone(), b, stats.clone(), epsilon);
+                prep.finish((x, g, stats), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fast_bn_apply(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                stats,
+                epsilon,
+            )),
+        }
+    }
+}
+
+/// `bn.forward(x)` for an NCHW `x`: in training (an autodiff device and the layer's training
+/// flag on) on flex in f32 through the copy-free kernels, with the running statistics updated
+/// as Burn does; otherwise Burn's own `BatchNorm::forward`.
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let on_flex = match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        _ => false,
+    };
+    let training = device.is_autodiff() && bn.training.is_enabled();
+    if !on_flex || !training || x.dtype() != DType::F32 || super::burn_conv::turned_off() {
+        return bn.forward(x);
+    }
+    // A constant of the graph, computed off it: the statistics' own dependence on x is in the
+    // backward of `fast_bn_apply`.
+    let stats: Tensor<2> = Tensor::from_inner(Tensor::from_dispatch(
+        <Dispatch as FastNormBackend>::fast_bn_stats(x.clone().inner().into_dispatch()),
+    ));
+    let out = Tensor::from_dispatch(<Dispatch as FastNormBackend>::fast_bn_apply(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        stats.clone().into_dispatch(),
+        bn.epsilon,
+    ));
+    let c = stats.dims()[1];
+    let mean = stats.clone().slice([0..1, 0..c]).reshape([c]).detach();
+    let var = stats.slice([1..2, 0..c]).reshape([c]).detach();
+    let m = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    bn.running_mean.update(
+        running_mean
+            .mul_scalar(1.0 - m)
+            .add(mean.mul_scalar(m))
+            .detach(),
+    );
+    bn.running_var.update(
+        running_var
+            .mul_scalar(1.0 - m)
+            .add(var.mul_scalar(m))
+            .detach(),
+    );
+    out
+}
