@@ -31,7 +31,7 @@ pub trait FastNormBackend: Backend {
         Self::float_transpose(Self::float_cat(vec![mean, var], 1))
     }
 
-    /// `(x − mean)·γ / √(var + ε) + β` with `stats` from [`fast_bn_stats`] of the same `x`.
+    /// `(x − mean)·γ / √(var + ε) + β` with `stats` from [`Self::fast_bn_stats`] of the same `x`.
     fn fast_bn_apply(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
