@@ -271,6 +271,15 @@ pub const fn fast_path_compiled() -> bool {
     cfg!(feature = "flex")
 }
 
+/// Whether `device` (autodiff or not) is a flex device and the kernels are compiled for it.
+pub(crate) fn on_flex(device: &Device) -> bool {
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        _ => false,
+    }
+}
+
 /// `TRIPLET_FAST_CONV=0` sends every convolution through Burn's path, so that one benchmark
 /// binary measures both.
 pub(crate) fn turned_off() -> bool {
@@ -285,12 +294,7 @@ fn fast_geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<([usize; 2], [usize; 2]
     if !fast_path_compiled() || conv.groups != 1 || conv.dilation != [1, 1] || turned_off() {
         return None;
     }
-    let on_flex = match x.device().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        _ => false,
-    };
-    if !on_flex || x.dtype() != DType::F32 || conv.weight.val().dtype() != DType::F32 {
+    if !on_flex(&x.device()) || x.dtype() != DType::F32 || conv.weight.val().dtype() != DType::F32 {
         return None;
     }
     let ((top, bottom), (left, right)) = match conv.padding {

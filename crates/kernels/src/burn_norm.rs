@@ -11,7 +11,7 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, TensorMetadata, backend_extension};
+use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -395,11 +395,7 @@ impl<B: Backend + FastNormBackend, C: CheckpointStrategy> FastNormBackend for Au
 /// as Burn does; otherwise Burn's own `BatchNorm::forward`.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let device = x.device();
-    let on_flex = match device.clone().inner().as_dispatch() {
-        #[cfg(feature = "flex")]
-        DispatchDevice::Flex(_) => true,
-        _ => false,
-    };
+    let on_flex = super::burn_conv::on_flex(&device);
     let training = device.is_autodiff() && bn.training.is_enabled();
     if !on_flex || !training || x.dtype() != DType::F32 || super::burn_conv::turned_off() {
         return bn.forward(x);
