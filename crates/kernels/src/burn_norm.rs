@@ -43,14 +43,18 @@ pub trait FastNormBackend: Backend {
         Self::batch_norm(x, gamma, beta, mean, var, epsilon)
     }
 
-    /// The input gradient of the training batch norm (statistics of `x` itself).
+    /// The input gradient of the training batch norm (statistics of `x` itself), given the
+    /// γ and β gradients [`Self::fast_bn_backward_params`] returned for the same inputs (they
+    /// are the per-channel sums the input gradient needs: `Σ dy·x̂` and `Σ dy`).
     fn fast_bn_backward_x(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         stats: FloatTensor<Self>,
+        param_grads: FloatTensor<Self>,
         epsilon: f64,
         output_grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
+        let _ = param_grads;
         let (mean, var) = split::<Self>(stats);
         Self::batch_norm_train_backward(x, gamma, mean, var, epsilon, output_grad).x_grad
     }
@@ -212,25 +216,6 @@ mod flex {
         (s[..c].to_vec(), inv)
     }
 
-    /// Per channel `(mean(dy), mean(dy·x̂))`.
-    fn grad_means(
-        x: &[f32],
-        dy: &[f32],
-        mean: &[f32],
-        inv: &[f32],
-        shape: (usize, usize, usize),
-    ) -> (Vec<f32>, Vec<f32>) {
-        let m = (shape.0 * shape.2) as f64;
-        let sums = channel_sums(dy, Some(x), mean, shape);
-        let mdy = sums.iter().map(|(s, _)| (s / m) as f32).collect();
-        let mdyx = sums
-            .iter()
-            .zip(inv)
-            .map(|((_, s), i)| (s / m) as f32 * i)
-            .collect();
-        (mdy, mdyx)
-    }
-
     impl FastNormBackend for Flex {
         fn fast_bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
             let shape = dims(&x);
@@ -275,6 +260,7 @@ mod flex {
             x: FloatTensor<Self>,
             gamma: FloatTensor<Self>,
             stats: FloatTensor<Self>,
+            param_grads: FloatTensor<Self>,
             epsilon: f64,
             output_grad: FloatTensor<Self>,
         ) -> FloatTensor<Self> {
@@ -282,7 +268,13 @@ mod flex {
             let (mean, inv) = moments(&stats, epsilon);
             let g = values(&gamma);
             let (xs, dy) = (values(&x), values(&output_grad));
-            let (mdy, mdyx) = grad_means(&xs, &dy, &mean, &inv, shape);
+            // mean(dy·x̂) = dγ / m and mean(dy) = dβ / m: no second pass over dy.
+            let m = (shape.0 * shape.2) as f32;
+            let p = values(&param_grads);
+            let (mdyx, mdy): (Vec<f32>, Vec<f32>) = (
+                p[..shape.1].iter().map(|v| v / m).collect(),
+                p[shape.1..].iter().map(|v| v / m).collect(),
+            );
             // dx = k·(dy − mean(dy) − x̂·mean(dy·x̂)), k = γ/σ, x̂ = (x − mean)/σ
             //    = dy·k + x·(−k·σ⁻¹·mean(dy·x̂)) + k·(mean·σ⁻¹·mean(dy·x̂) − mean(dy))
             let k: Vec<f32> = g.iter().zip(&inv).map(|(g, i)| g * i).collect();
@@ -342,15 +334,16 @@ impl<B: Backend + FastNormBackend, C: CheckpointStrategy> FastNormBackend for Au
                 let dy = grads.consume::<B>(&ops.node);
                 let (x, gamma, stats) = ops.state;
                 let eps = self.epsilon;
+                // The γ and β gradients are also the sums the input gradient needs: one pass.
+                let params = B::fast_bn_backward_params(
+                    x.clone(),
+                    gamma.clone(),
+                    stats.clone(),
+                    eps,
+                    dy.clone(),
+                );
                 if node_gamma.is_some() || node_beta.is_some() {
-                    let p = B::fast_bn_backward_params(
-                        x.clone(),
-                        gamma.clone(),
-                        stats.clone(),
-                        eps,
-                        dy.clone(),
-                    );
-                    let (dgamma, dbeta) = split::<B>(p);
+                    let (dgamma, dbeta) = split::<B>(params.clone());
                     if let Some(node) = node_gamma {
                         grads.register::<B>(node.id, dgamma);
                     }
@@ -359,7 +352,8 @@ impl<B: Backend + FastNormBackend, C: CheckpointStrategy> FastNormBackend for Au
                     }
                 }
                 if let Some(node) = node_x {
-                    grads.register::<B>(node.id, B::fast_bn_backward_x(x, gamma, stats, eps, dy));
+                    let dx = B::fast_bn_backward_x(x, gamma, stats, params, eps, dy);
+                    grads.register::<B>(node.id, dx);
                 }
             }
         }
