@@ -1,5 +1,8 @@
-//! Training throughput: whole steps (forward, loss, backward, Adam) on random images, as
-//! `scripts/bench_train.py` does in PyTorch. Prints the median images/s of the timed steps.
+//! Training throughput of the production step: `triplet_train::train::step::step_on_replicas`
+//! (forward, loss, backward, BatchNorm statistics settled) and the optimiser step, exactly as
+//! `triplet train` runs them, on random images, as `scripts/bench_train.py` does in PyTorch.
+//! The model, loss and optimiser come from an experiment config, as in `triplet train`. Prints
+//! the median images/s of the timed steps.
 //!
 //! - Default: the reference CNN at batch 128 (P 8 × K 16) of 28×28 grey images.
 //! - `--backbone resnet50 --size 224 --batch 64 --k 4`: a torchvision ResNet on RGB photos'
@@ -7,18 +10,19 @@
 //! - `--precision f16|bf16`: the device's default float type (`Device::configure`), so weights,
 //!   activations and gradients are half precision (Burn 0.22.1 has no autocast).
 //!
-//! Run: `cargo bench -p triplet-train --bench train_step --profile dev -- [--steps N]
-//! [--warmup N] [--mining semi_hard|hard] [--backend flex|ndarray|wgpu|cuda]
+//! Run: `cargo bench --workspace --bench train_step --profile dev -- [--steps N]
+//! [--warmup N] [--mining semi-hard|hard|all] [--backend flex|ndarray|wgpu|cuda]
 //! [--backbone small-cnn|resnet18|resnet34|resnet50] [--size S] [--batch B] [--k K] [--dim D]
-//! [--precision f32|f16|bf16]`
+//! [--precision f32|f16|bf16]` (`--workspace`: the same Burn features as the tests, so no
+//! second build of Burn).
 
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use triplet_loss::{Mining, TripletLossConfig};
-use triplet_model::{EmbeddingHeadConfig, EmbeddingModelConfig, ResNetConfig, SmallCnnConfig};
+use triplet_train::config::ExperimentConfig;
+use triplet_train::train::optimizer;
+use triplet_train::train::step::step_on_replicas;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
@@ -28,25 +32,18 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
 }
 
 fn main() {
+    // As the `triplet` binary does.
+    triplet_train::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = arg(&args, "--steps", "20").parse().expect("--steps N");
     let warmup: usize = arg(&args, "--warmup", "3").parse().expect("--warmup N");
-    let mining = match arg(&args, "--mining", "semi_hard").as_str() {
-        "hard" => Mining::Hard,
-        _ => Mining::SemiHard,
-    };
+    let mining = arg(&args, "--mining", "semi-hard").replace('_', "-");
     let backend: triplet_train::device::Backend = arg(&args, "--backend", "flex")
         .parse()
         .expect("a backend name");
     let backbone = arg(&args, "--backbone", "small-cnn");
-    let resnet: Option<usize> = backbone
-        .strip_prefix("resnet")
-        .map(|d| d.parse().expect("--backbone resnetNN"));
-    let (channels, default_size) = if resnet.is_some() {
-        (3, "224")
-    } else {
-        (1, "28")
-    };
+    let channels = if backbone.starts_with("resnet") { 3 } else { 1 };
+    let default_size = if channels == 3 { "224" } else { "28" };
     let size: usize = arg(&args, "--size", default_size)
         .parse()
         .expect("--size S");
@@ -54,6 +51,10 @@ fn main() {
     let k: usize = arg(&args, "--k", "16").parse().expect("--k K");
     let dim: usize = arg(&args, "--dim", "64").parse().expect("--dim D");
     let precision = arg(&args, "--precision", "f32");
+    let config = ExperimentConfig::from_toml(&format!(
+        "[model]\nbackbone = \"{backbone}\"\ndim = {dim}\n[loss]\nmining = \"{mining}\"\n"
+    ))
+    .expect("a valid --backbone and --mining");
     let mut base = backend.device().expect("a compiled backend");
     match precision.as_str() {
         "f32" => {}
@@ -65,30 +66,36 @@ fn main() {
             .expect("bf16 on this device"),
         other => panic!("--precision f32|f16|bf16, got {other}"),
     }
-    let device = base.autodiff();
-    let config = EmbeddingModelConfig::new()
-        .with_backbone(match resnet {
-            Some(depth) => ResNetConfig::new(depth).into(),
-            None => SmallCnnConfig::new().into(),
-        })
-        .with_head(EmbeddingHeadConfig::new().with_dim(dim));
-    let mut model = config.init(&device);
-    let mut optim = AdamConfig::new().init();
-    let loss = TripletLossConfig::new().with_mining(mining).init();
+    let device = base.clone().autodiff();
+    device.seed(config.train.seed);
+    let mut model = config.model(channels).init(&device);
+    let mut optim = optimizer(&config.optimizer);
+    let loss = config.loss().init();
+    let lr = config.optimizer.lr;
     let labels: Vec<i64> = (0..batch as i64).map(|i| i / k as i64).collect();
+    let replicas = [device.clone()];
     let mut rates = Vec::new();
     for step in 0..warmup + steps {
-        let x = Tensor::<4>::random(
+        // The loader hands the step host images, as here.
+        let images: Vec<f32> = Tensor::<4>::random(
             [batch, channels, size, size],
             Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch]), &device);
+            &base,
+        )
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 images");
         device.sync().expect("the device finishes its work");
         let start = Instant::now();
-        let out = loss.forward(model.forward(x), y);
-        let grads = GradientsParams::from_grads(out.backward(), &model);
-        model = optim.step(1e-3, model, grads);
+        let (_value, _stats, grads) = step_on_replicas(
+            &model,
+            &loss,
+            &replicas,
+            &images,
+            &labels,
+            [channels, size, size],
+        );
+        model = optim.step(lr, model, grads);
         // Backends are asynchronous: wait for the step to finish.
         device.sync().expect("the device finishes its work");
         let dt = start.elapsed().as_secs_f64();
@@ -99,7 +106,7 @@ fn main() {
     rates.sort_by(f64::total_cmp);
     println!(
         "{{\"impl\": \"triplet\", \"backend\": \"{backend}\", \"backbone\": \"{backbone}\", \
-         \"size\": {size}, \"batch\": {batch}, \"precision\": \"{precision}\", \"mining\": \"{mining:?}\", \
+         \"size\": {size}, \"batch\": {batch}, \"precision\": \"{precision}\", \"mining\": \"{mining}\", \
          \"median_images_per_s\": {:.1}, \"min\": {:.1}, \"max\": {:.1}, \"steps\": {steps}}}",
         rates[rates.len() / 2],
         rates[0],
