@@ -11,6 +11,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod fault;
+pub mod memory;
 pub mod train;
 
 use anyhow::Result;

@@ -7,6 +7,8 @@ use triplet_train::cli::{Cli, Command};
 use triplet_train::device::Backend;
 
 fn main() -> ExitCode {
+    // Before any other thread exists: freed buffers stay for the next training step.
+    triplet_train::memory::keep_freed_memory();
     // A panic is a bug (user mistakes are errors): say so in one line, without a backtrace
     // hint, unless RUST_BACKTRACE asks for one.
     if std::env::var_os("RUST_BACKTRACE").is_none() {
