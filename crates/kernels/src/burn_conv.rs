@@ -119,7 +119,7 @@ mod flex {
             stride: [usize; 2],
             padding: [usize; 2],
         ) -> FloatTensor<Self> {
-            super::FAST_CALLS.with(|c| c.set(c.get() + 1));
+            super::count(|c| c.convolutions += 1);
             let shape = shape_of(&x, &weight, stride, padding);
             let [oh, ow] = shape.out_size();
             let mut out = vec![0f32; shape.output_len()];
@@ -257,13 +257,43 @@ fn dims<T: TensorMetadata>(t: &T) -> [usize; 4] {
 }
 
 thread_local! {
-    static FAST_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static FAST_CALLS: std::cell::Cell<FastCalls> = const { std::cell::Cell::new(FastCalls {
+        convolutions: 0,
+        batch_norms: 0,
+        max_pools: 0,
+    }) };
 }
 
-/// Forward passes this thread has run through these kernels so far (a program's check that
-/// the fast path is taken: see the module docs).
+/// Forward passes this thread has run through the kernels so far, per operation (a program's
+/// check that the fast path is taken: see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FastCalls {
+    /// [`conv2d`] calls that ran this crate's convolution.
+    pub convolutions: u64,
+    /// [`crate::batch_norm`] calls that ran this crate's BatchNorm (training or inference).
+    pub batch_norms: u64,
+    /// [`crate::max_pool2d`] calls that ran this crate's max pooling.
+    pub max_pools: u64,
+}
+
+/// Convolution forward passes this thread has run through these kernels so far (see
+/// [`fast_calls_by_op`] for the other operations).
 pub fn fast_calls() -> u64 {
+    fast_calls_by_op().convolutions
+}
+
+/// The forward passes this thread has run through the kernels so far, per operation.
+pub fn fast_calls_by_op() -> FastCalls {
     FAST_CALLS.with(std::cell::Cell::get)
+}
+
+/// Counts one fast forward pass of an operation on this thread.
+pub(crate) fn count(op: impl FnOnce(&mut FastCalls)) {
+    FAST_CALLS.with(|c| {
+        let mut calls = c.get();
+        op(&mut calls);
+        c.set(calls);
+    });
 }
 
 /// Whether the flex kernels are compiled in (the crate's `flex` feature).

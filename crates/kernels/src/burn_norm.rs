@@ -242,6 +242,7 @@ mod flex {
             stats: FloatTensor<Self>,
             epsilon: f64,
         ) -> FloatTensor<Self> {
+            crate::burn_conv::count(|c| c.batch_norms += 1);
             let (mean, inv) = moments(&stats, epsilon);
             let (g, b) = (values(&gamma), values(&beta));
             // y = x·(γ/σ) + (β − mean·γ/σ)
@@ -384,14 +385,36 @@ impl<B: Backend + FastNormBackend, C: CheckpointStrategy> FastNormBackend for Au
     }
 }
 
-/// `bn.forward(x)` for an NCHW `x`: in training (an autodiff device and the layer's training
-/// flag on) on flex in f32 through the copy-free kernels, with the running statistics updated
-/// as Burn does; otherwise Burn's own `BatchNorm::forward`.
+/// `bn.forward(x)` for an NCHW `x`. On flex in f32 through the copy-free kernels: in training
+/// (an autodiff device and the layer's training flag on) with the batch's statistics and the
+/// running statistics updated as Burn does, and in inference (a device without autodiff) with
+/// the running statistics. Otherwise (other backends and float types, a frozen BatchNorm on an
+/// autodiff device) Burn's own `BatchNorm::forward`.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let device = x.device();
     let on_flex = super::burn_conv::on_flex(&device);
-    let training = device.is_autodiff() && bn.training.is_enabled();
-    if !on_flex || !training || x.dtype() != DType::F32 || super::burn_conv::turned_off() {
+    if !on_flex || x.dtype() != DType::F32 || super::burn_conv::turned_off() {
+        return bn.forward(x);
+    }
+    if !device.is_autodiff() {
+        // Inference (no graph): one pass with the running statistics. On an autodiff device
+        // with the training flag off (frozen BatchNorm) Burn's path keeps the gradients right.
+        let stats = Tensor::cat(
+            vec![
+                bn.running_mean.value().to_device(&device).unsqueeze::<2>(),
+                bn.running_var.value().to_device(&device).unsqueeze::<2>(),
+            ],
+            0,
+        );
+        return Tensor::from_dispatch(<Dispatch as FastNormBackend>::fast_bn_apply(
+            x.into_dispatch(),
+            bn.gamma.val().into_dispatch(),
+            bn.beta.val().into_dispatch(),
+            stats.into_dispatch(),
+            bn.epsilon,
+        ));
+    }
+    if !bn.training.is_enabled() {
         return bn.forward(x);
     }
     // A constant of the graph, computed off it: the statistics' own dependence on x is in the

@@ -30,16 +30,22 @@
 
 mod burn_conv;
 mod burn_norm;
+mod burn_pool;
 mod conv;
 mod im2col;
 #[allow(unsafe_code)]
 pub mod matmul;
+mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use burn_conv::{FastConvBackend, conv2d, fast_calls, fast_path_compiled};
+pub use burn_conv::{
+    FastCalls, FastConvBackend, conv2d, fast_calls, fast_calls_by_op, fast_path_compiled,
+};
 pub use burn_norm::{FastNormBackend, batch_norm};
+pub use burn_pool::{FastPoolBackend, max_pool2d};
 use im2col::Geom;
+pub use pool::{PoolShape, max_pool2d_backward, max_pool2d_forward};
 
 /// Shape of a 2-D convolution (groups = 1, dilation = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -238,3 +238,103 @@ fn batch_norm_matches_burns() {
         }
     }
 }
+
+/// `triplet_kernels::batch_norm` in inference (a device without autodiff) against Burn's
+/// `BatchNorm::forward`, with running statistics that are not 0 and 1.
+#[test]
+fn batch_norm_inference_matches_burns() {
+    use burn::module::RunningState;
+    use burn::nn::BatchNormConfig;
+    let device = Device::flex();
+    device.seed(4);
+    for [n, c, h, w] in [[1, 3, 5, 7], [4, 8, 1, 1], [3, 16, 14, 14]] {
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.5, 2.0), &device);
+        let mut bn = BatchNormConfig::new(c).init(&device);
+        bn.gamma = Param::from_tensor(Tensor::random([c], Distribution::Normal(1.0, 0.3), &device));
+        bn.beta = Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 0.3), &device));
+        bn.running_mean =
+            RunningState::new(Tensor::random([c], Distribution::Normal(0.4, 1.0), &device));
+        bn.running_var = RunningState::new(Tensor::random(
+            [c],
+            Distribution::Uniform(0.2, 3.0),
+            &device,
+        ));
+        let got = values(triplet_kernels::batch_norm(&bn, x.clone()));
+        let want = values(bn.forward(x));
+        let e = rel_err(&got, &want);
+        assert!(e < 1e-5, "{n}×{c}×{h}×{w}: relative error {e}");
+    }
+}
+
+/// `triplet_kernels::max_pool2d` against Burn's `MaxPool2d::forward` on flex: outputs and the
+/// input gradient (exactly: the same winner per window, ties included), for the backbones'
+/// poolings (2×2 / 2, ResNet's 3×3 / 2 with padding 1) and others, on odd sizes; in training
+/// and in inference; and Burn's path for what the kernel does not cover.
+#[test]
+fn max_pool_matches_burns() {
+    use burn::nn::pool::MaxPool2dConfig;
+    let device = Device::flex().autodiff();
+    device.seed(6);
+    // (shape, kernel, stride, padding)
+    let cases = [
+        ([3, 4, 28, 28], 2, 2, 0),
+        ([1, 1, 7, 7], 2, 2, 0),
+        ([2, 3, 5, 8], 2, 2, 0),
+        ([2, 8, 56, 56], 3, 2, 1),
+        ([1, 2, 9, 7], 3, 2, 1),
+        ([3, 2, 1, 1], 3, 2, 1),
+        ([2, 2, 6, 5], 3, 1, 1),
+    ];
+    for (shape, k, s, p) in cases {
+        let pool = MaxPool2dConfig::new([k, k])
+            .with_strides([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init();
+        // Rounded values: many ties inside windows; ReLU-like zeros.
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 2.0), &device)
+            .round()
+            .clamp_min(0.0);
+        let mut results = Vec::new();
+        for fast in [true, false] {
+            let x = x.clone().require_grad();
+            let before = triplet_kernels::fast_calls_by_op().max_pools;
+            let y = if fast {
+                triplet_kernels::max_pool2d(&pool, x.clone())
+            } else {
+                pool.forward(x.clone())
+            };
+            if fast {
+                let calls = triplet_kernels::fast_calls_by_op().max_pools;
+                assert_eq!(calls, before + 1, "the fast path");
+            }
+            device.seed(9);
+            let r = Tensor::<4>::random(y.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let grads = (y.clone() * r).sum().backward();
+            results.push((values(y), values(x.grad(&grads).unwrap())));
+        }
+        assert_eq!(
+            results[0].0, results[1].0,
+            "{shape:?} k{k} s{s} p{p}: output"
+        );
+        let e = rel_err(&results[0].1, &results[1].1);
+        assert!(e < 1e-6, "{shape:?} k{k} s{s} p{p}: dx relative error {e}");
+        // Inference, without autodiff.
+        let plain = x.clone().inner();
+        assert_eq!(
+            values(triplet_kernels::max_pool2d(&pool, plain.clone())),
+            values(pool.forward(plain)),
+            "{shape:?} inference"
+        );
+    }
+    // Dilation and ceil mode take Burn's path.
+    let x = Tensor::<4>::random([1, 2, 9, 9], Distribution::Normal(0.0, 1.0), &device);
+    for pool in [
+        MaxPool2dConfig::new([2, 2]).with_dilation([2, 2]).init(),
+        MaxPool2dConfig::new([2, 2]).with_ceil_mode(true).init(),
+    ] {
+        let before = triplet_kernels::fast_calls_by_op();
+        let got = values(triplet_kernels::max_pool2d(&pool, x.clone()));
+        assert_eq!(triplet_kernels::fast_calls_by_op(), before, "Burn's path");
+        assert_eq!(got, values(pool.forward(x.clone())));
+    }
+}

@@ -1,6 +1,7 @@
 //! The shipped experiment configs stay true: each parses, validates, and builds the model and
-//! loss it describes; and on flex, training and inference of each model run every convolution
-//! through our kernels (`triplet_kernels::conv2d`), not silently through Burn's.
+//! loss it describes; and on flex, training and inference of each model run every convolution,
+//! BatchNorm and max pooling through our kernels (`triplet_kernels`), not silently through
+//! Burn's.
 
 use std::path::Path;
 
@@ -25,21 +26,45 @@ fn shipped() -> Vec<(String, ExperimentConfig)> {
     found
 }
 
-/// The convolutions of a model: its 4-D parameters (only convolution kernels are 4-D).
-fn convolutions(model: &triplet_model::EmbeddingModel) -> u64 {
-    struct Count(u64);
+/// The convolutions, BatchNorms of images (the head's optional one is 1-D and takes Burn's
+/// path) and max poolings of a model. Convolution kernels are its only 4-D parameters;
+/// BatchNorms are counted by their `gamma`. Max poolings hold no parameters, so a visitor
+/// never sees them: the architectures have two (small-cnn, after each pair of convolutions)
+/// and one (a ResNet's stem).
+fn layers(
+    model: &triplet_model::EmbeddingModel,
+    backbone: BackboneKind,
+) -> triplet_kernels::FastCalls {
+    struct Count(triplet_kernels::FastCalls, Vec<String>);
     impl ModuleVisitor for Count {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            if container_type.ends_with("BatchNorm")
+                && name == "gamma"
+                && !self.1.iter().any(|m| m == "head")
+            {
+                self.0.batch_norms += 1;
+            }
+            self.1.push(name.to_owned());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.1.pop();
+        }
         fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
-            self.0 += u64::from(D == 4);
+            self.0.convolutions += u64::from(D == 4);
         }
     }
-    let mut count = Count(0);
+    let mut count = Count(Default::default(), Vec::new());
     model.visit(&mut count);
+    count.0.max_pools = if backbone == BackboneKind::SmallCnn {
+        2
+    } else {
+        1
+    };
     count.0
 }
 
 #[test]
-fn shipped_models_take_the_fast_convolution_on_flex() {
+fn shipped_models_take_the_fast_kernels_on_flex() {
     assert!(
         triplet_kernels::fast_path_compiled(),
         "triplet-kernels/flex"
@@ -57,14 +82,23 @@ fn shipped_models_take_the_fast_convolution_on_flex() {
         };
         for device in [Device::flex().autodiff(), Device::flex()] {
             let model = config.model(channels).init(&device);
-            let convs = convolutions(&model);
+            let want = layers(&model, config.model.backbone);
+            assert!(
+                want.convolutions > 0 && want.batch_norms > 0 && want.max_pools > 0,
+                "{name}: {want:?}"
+            );
             let x = Tensor::<4>::zeros([2, channels, size, size], &device);
-            let before = triplet_kernels::fast_calls();
+            let before = triplet_kernels::fast_calls_by_op();
             let _ = model.forward(x);
+            let after = triplet_kernels::fast_calls_by_op();
+            let got = triplet_kernels::FastCalls {
+                convolutions: after.convolutions - before.convolutions,
+                batch_norms: after.batch_norms - before.batch_norms,
+                max_pools: after.max_pools - before.max_pools,
+            };
             assert_eq!(
-                triplet_kernels::fast_calls() - before,
-                convs,
-                "{name}: every one of its {convs} convolutions through the kernels"
+                got, want,
+                "{name}: every convolution, BatchNorm and max pooling through the kernels"
             );
         }
     }

@@ -14,7 +14,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use triplet_kernels::{batch_norm, conv2d};
+use triplet_kernels::{batch_norm, conv2d, max_pool2d};
 
 /// Configuration of a [`ResNet`]. Build with [`ResNetConfig::new`] from the depth.
 #[derive(Config, Debug)]
@@ -284,7 +284,7 @@ impl ResNet {
     ///   arithmetic; any size from 1×1 works)
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
         let x = relu(batch_norm(&self.bn1, conv2d(&self.conv1, images)));
-        let mut x = self.maxpool.forward(x);
+        let mut x = max_pool2d(&self.maxpool, x);
         for block in self
             .layer1
             .iter()

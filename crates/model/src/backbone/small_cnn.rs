@@ -9,7 +9,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use triplet_kernels::{batch_norm, conv2d};
+use triplet_kernels::{batch_norm, conv2d, max_pool2d};
 
 /// Configuration of [`SmallCnn`].
 #[derive(Config, Debug)]
@@ -76,9 +76,9 @@ impl SmallCnn {
     /// - output: `[batch, 128, height / 4, width / 4]`
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
         let x = self.block2.forward(self.block1.forward(images)); // [B, 32, H, W]
-        let x = self.pool.forward(x); // [B, 32, H/2, W/2]
+        let x = max_pool2d(&self.pool, x); // [B, 32, H/2, W/2]
         let x = self.block4.forward(self.block3.forward(x)); // [B, 64, H/2, W/2]
-        let x = self.pool.forward(x); // [B, 64, H/4, W/4]
+        let x = max_pool2d(&self.pool, x); // [B, 64, H/4, W/4]
         self.block5.forward(x) // [B, 128, H/4, W/4]
     }
 
