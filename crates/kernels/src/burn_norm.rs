@@ -124,49 +124,95 @@ mod flex {
         FlexTensor::from_data(TensorData::new(data, shape))
     }
 
-    /// Per channel, over its planes: `(Σ a, Σ a·(b − centre))`, or with `b` absent
-    /// `(Σ a, Σ (a − centre)²)`; each plane summed in f32, the planes in f64, in a fixed order.
+    /// Elements per block of whole images that one task sums (about 1 MiB of `a`).
+    const SUM_BLOCK: usize = 1 << 18;
+
+    /// Per channel: `(Σ a, Σ a·(b − centre))`, or with `b` absent the shifted moments
+    /// `(Σ (a − centre), Σ (a − centre)²)`. Each plane is summed in f32 (16 lanes), planes in
+    /// f64. The images are cut into blocks of whole images independent of the thread count,
+    /// each summed by one task in memory order, and the blocks' partial sums are added in
+    /// block order: the same result for any number of threads.
     fn channel_sums(
         a: &[f32],
         b: Option<&[f32]>,
         centre: &[f32],
         (n, c, hw): (usize, usize, usize),
     ) -> Vec<(f64, f64)> {
-        (0..c)
+        let image = c * hw;
+        let per_block = (SUM_BLOCK / image.max(1)).max(1);
+        let blocks: Vec<usize> = (0..n).step_by(per_block).collect();
+        let partials: Vec<Vec<(f64, f64)>> = blocks
             .into_par_iter()
-            .map(|ch| {
-                let m = centre[ch];
-                let (mut s, mut sb) = (0f64, 0f64);
-                for img in 0..n {
-                    let at = (img * c + ch) * hw;
-                    let plane = &a[at..at + hw];
-                    let ps = lane_sum(plane, plane, |x, _| x);
-                    let pb = match b {
-                        Some(b) => lane_sum(plane, &b[at..at + hw], |x, y| x * (y - m)),
-                        None => lane_sum(plane, plane, |x, _| (x - m) * (x - m)),
-                    };
-                    s += f64::from(ps);
-                    sb += f64::from(pb);
+            .map(|n0| {
+                let mut sums = vec![(0f64, 0f64); c];
+                for img in n0..(n0 + per_block).min(n) {
+                    for (ch, sum) in sums.iter_mut().enumerate() {
+                        let at = img * image + ch * hw;
+                        let plane = &a[at..at + hw];
+                        let (p0, p1) = match b {
+                            Some(b) => plane_sums(plane, &b[at..at + hw], centre[ch]),
+                            None => plane_moments(plane, centre[ch]),
+                        };
+                        sum.0 += f64::from(p0);
+                        sum.1 += f64::from(p1);
+                    }
                 }
-                (s, sb)
+                sums
             })
-            .collect()
+            .collect();
+        let mut total = vec![(0f64, 0f64); c];
+        for part in partials {
+            for (t, p) in total.iter_mut().zip(part) {
+                t.0 += p.0;
+                t.1 += p.1;
+            }
+        }
+        total
     }
 
-    /// `Σ f(aᵢ, bᵢ)` in 16 independent lanes (a serial float sum cannot be vectorised).
+    /// Lanes of the plane sums (a serial float sum cannot be vectorised).
+    const L: usize = 16;
+
+    /// `(Σ a, Σ a·(b − m))` over one plane, in one pass.
     #[inline(always)]
-    fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
-        const L: usize = 16;
-        let mut acc = [0f32; L];
+    fn plane_sums(a: &[f32], b: &[f32], m: f32) -> (f32, f32) {
+        let (mut s, mut sb) = ([0f32; L], [0f32; L]);
         let (ac, bc) = (a.chunks_exact(L), b.chunks_exact(L));
         let (ar, br) = (ac.remainder(), bc.remainder());
         for (x, y) in ac.zip(bc) {
             for i in 0..L {
-                acc[i] += f(x[i], y[i]);
+                s[i] += x[i];
+                sb[i] += x[i] * (y[i] - m);
             }
         }
-        let tail: f32 = ar.iter().zip(br).map(|(x, y)| f(*x, *y)).sum();
-        acc.iter().sum::<f32>() + tail
+        let (mut ts, mut tb) = (0f32, 0f32);
+        for (x, y) in ar.iter().zip(br) {
+            ts += x;
+            tb += x * (y - m);
+        }
+        (s.iter().sum::<f32>() + ts, sb.iter().sum::<f32>() + tb)
+    }
+
+    /// `(Σ (a − k), Σ (a − k)²)` over one plane, in one pass.
+    #[inline(always)]
+    fn plane_moments(a: &[f32], k: f32) -> (f32, f32) {
+        let (mut s, mut sq) = ([0f32; L], [0f32; L]);
+        let ac = a.chunks_exact(L);
+        let ar = ac.remainder();
+        for x in ac {
+            for i in 0..L {
+                let d = x[i] - k;
+                s[i] += d;
+                sq[i] += d * d;
+            }
+        }
+        let (mut ts, mut tq) = (0f32, 0f32);
+        for x in ar {
+            let d = x - k;
+            ts += d;
+            tq += d * d;
+        }
+        (s.iter().sum::<f32>() + ts, sq.iter().sum::<f32>() + tq)
     }
 
     /// `out = x·p[ch] + y·q[ch] + r[ch]` for every plane (`y` absent: no `q` term), in
@@ -222,16 +268,21 @@ mod flex {
             let (n, c, hw) = shape;
             let m = (n * hw) as f64;
             let xs = values(&x);
-            // Two passes, as Burn's: the mean, then the mean of the centred squares.
-            let zero = vec![0f32; c];
-            let means: Vec<f32> = channel_sums(&xs, None, &zero, shape)
-                .iter()
-                .map(|(s, _)| (s / m) as f32)
+            // One pass over data shifted by a value of each channel (its first element), so
+            // that the variance does not cancel: mean = k + E[x − k],
+            // var = E[(x − k)²] − E[x − k]².
+            let shift: Vec<f32> = (0..c)
+                .map(|ch| xs.get(ch * hw).copied().unwrap_or(0.0))
                 .collect();
-            let vars: Vec<f32> = channel_sums(&xs, None, &means, shape)
+            let sums = channel_sums(&xs, None, &shift, shape);
+            let (means, vars): (Vec<f32>, Vec<f32>) = sums
                 .iter()
-                .map(|(_, sq)| (sq / m) as f32)
-                .collect();
+                .zip(&shift)
+                .map(|((s, sq), k)| {
+                    let d = s / m;
+                    ((f64::from(*k) + d) as f32, (sq / m - d * d).max(0.0) as f32)
+                })
+                .unzip();
             tensor([means, vars].concat(), vec![2, c])
         }
 

@@ -56,27 +56,7 @@ fn wins(v: f32, best: f32) -> bool {
 fn winners(shape: &PoolShape, plane: &[f32], mut visit: impl FnMut(usize, usize, f32)) {
     let [oh, ow] = shape.out_size();
     let w = shape.size[1];
-    let fast_2x2 = shape.kernel == [2, 2] && shape.stride == [2, 2] && shape.padding == [0, 0];
     for r in 0..oh {
-        if fast_2x2 {
-            // The backbones' 2×2 / 2 pooling: two input rows, no clipping.
-            let (top, bottom) = (&plane[2 * r * w..][..w], &plane[(2 * r + 1) * w..][..w]);
-            for c in 0..ow {
-                let (mut at, mut best) = (2 * r * w + 2 * c, top[2 * c]);
-                let candidates = [
-                    (2 * r * w + 2 * c + 1, top[2 * c + 1]),
-                    ((2 * r + 1) * w + 2 * c, bottom[2 * c]),
-                    ((2 * r + 1) * w + 2 * c + 1, bottom[2 * c + 1]),
-                ];
-                for (i, v) in candidates {
-                    if wins(v, best) {
-                        (at, best) = (i, v);
-                    }
-                }
-                visit(r * ow + c, at, best);
-            }
-            continue;
-        }
         let (r0, r1) = shape.span(0, r);
         for c in 0..ow {
             let (c0, c1) = shape.span(1, c);
@@ -121,10 +101,41 @@ pub fn max_pool2d_forward(x: &[f32], shape: &PoolShape) -> Vec<f32> {
     if ohw == 0 {
         return out;
     }
+    if is_2x2(shape) {
+        let [_, w] = shape.size;
+        let ow = shape.out_size()[1];
+        out.par_chunks_mut(ohw)
+            .zip(x.par_chunks(hw))
+            .for_each(|(o, plane)| {
+                for (r, row) in o.chunks_exact_mut(ow).enumerate() {
+                    let top = &plane[2 * r * w..][..2 * ow];
+                    let bottom = &plane[(2 * r + 1) * w..][..2 * ow];
+                    for ((o, t), b) in row
+                        .iter_mut()
+                        .zip(top.chunks_exact(2))
+                        .zip(bottom.chunks_exact(2))
+                    {
+                        *o = pick(pick(pick(t[0], t[1]), b[0]), b[1]);
+                    }
+                }
+            });
+        return out;
+    }
     out.par_chunks_mut(ohw)
         .zip(x.par_chunks(hw))
         .for_each(|(o, plane)| winners(shape, plane, |k, _, v| o[k] = v));
     out
+}
+
+/// The backbones' 2×2 pooling with stride 2 and no padding.
+fn is_2x2(shape: &PoolShape) -> bool {
+    shape.kernel == [2, 2] && shape.stride == [2, 2] && shape.padding == [0, 0]
+}
+
+/// The winner of `best` (earlier in the window) and `v` by [`wins`].
+#[inline(always)]
+fn pick(best: f32, v: f32) -> f32 {
+    if wins(v, best) { v } else { best }
 }
 
 /// The input gradient of [`max_pool2d_forward`]: each output's gradient goes to its window's
@@ -135,6 +146,39 @@ pub fn max_pool2d_backward(x: &[f32], dy: &[f32], shape: &PoolShape) -> Vec<f32>
     let hw = shape.size[0] * shape.size[1];
     let mut dx = vec![0f32; x.len()];
     if ohw == 0 {
+        return dx;
+    }
+    if is_2x2(shape) {
+        // Windows do not overlap: each covered input gets its window's gradient or 0, written
+        // once (rows and columns past the last window stay 0).
+        let [_, w] = shape.size;
+        let ow = shape.out_size()[1];
+        dx.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw).zip(dy.par_chunks(ohw)))
+            .for_each(|(d, (plane, g))| {
+                for (r, g) in g.chunks_exact(ow).enumerate() {
+                    let (t, b) = (
+                        &plane[2 * r * w..][..2 * ow],
+                        &plane[(2 * r + 1) * w..][..2 * ow],
+                    );
+                    let (dt, db) = d[2 * r * w..].split_at_mut(w);
+                    let (dt, db) = (&mut dt[..2 * ow], &mut db[..2 * ow]);
+                    for c in 0..ow {
+                        let v = [t[2 * c], t[2 * c + 1], b[2 * c], b[2 * c + 1]];
+                        let mut at = 0;
+                        for (i, &vi) in v.iter().enumerate().skip(1) {
+                            if wins(vi, v[at]) {
+                                at = i;
+                            }
+                        }
+                        let gc = g[c];
+                        dt[2 * c] = if at == 0 { gc } else { 0.0 };
+                        dt[2 * c + 1] = if at == 1 { gc } else { 0.0 };
+                        db[2 * c] = if at == 2 { gc } else { 0.0 };
+                        db[2 * c + 1] = if at == 3 { gc } else { 0.0 };
+                    }
+                }
+            });
         return dx;
     }
     dx.par_chunks_mut(hw)
