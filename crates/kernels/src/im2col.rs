@@ -201,16 +201,14 @@ pub(crate) fn im2col(g: &Geom, x: &[f32], ch: Chunk, c0: usize, c1: usize, dst: 
                     let seg_all = &mut row[i * nr * ow..][..nr * ow];
                     if same_w {
                         // output rows r0..r1 -> input rows r0 + kh - ph ..; valid row span:
-                        let ra = (ch.r0..ch.r1).find(|&o| in_row(o, 1, kh, g.ph, g.h).is_some());
-                        let Some(ra) = ra else {
+                        // 0 <= o + kh - ph < h  <=>  ph - kh <= o < h + ph - kh
+                        let shift = kh as isize - g.ph;
+                        let ra = ((-shift).max(0) as usize).max(ch.r0);
+                        let rb = ((g.h as isize - shift).max(0) as usize).min(ch.r1);
+                        if ra >= rb {
                             seg_all.fill(0.0);
                             continue;
-                        };
-                        let rb = (ra..ch.r1)
-                            .take_while(|&o| in_row(o, 1, kh, g.ph, g.h).is_some())
-                            .last()
-                            .unwrap()
-                            + 1;
+                        }
                         let (top, rest) = seg_all.split_at_mut((ra - ch.r0) * ow);
                         top.fill(0.0);
                         let (mid, bot) = rest.split_at_mut((rb - ra) * ow);

@@ -157,25 +157,27 @@ pub fn max_pool2d_backward(x: &[f32], dy: &[f32], shape: &PoolShape) -> Vec<f32>
             .zip(x.par_chunks(hw).zip(dy.par_chunks(ohw)))
             .for_each(|(d, (plane, g))| {
                 for (r, g) in g.chunks_exact(ow).enumerate() {
-                    let (t, b) = (
-                        &plane[2 * r * w..][..2 * ow],
-                        &plane[(2 * r + 1) * w..][..2 * ow],
-                    );
+                    let t = &plane[2 * r * w..][..2 * ow];
+                    let b = &plane[(2 * r + 1) * w..][..2 * ow];
                     let (dt, db) = d[2 * r * w..].split_at_mut(w);
                     let (dt, db) = (&mut dt[..2 * ow], &mut db[..2 * ow]);
-                    for c in 0..ow {
-                        let v = [t[2 * c], t[2 * c + 1], b[2 * c], b[2 * c + 1]];
-                        let mut at = 0;
-                        for (i, &vi) in v.iter().enumerate().skip(1) {
-                            if wins(vi, v[at]) {
-                                at = i;
-                            }
+                    let windows = t.chunks_exact(2).zip(b.chunks_exact(2));
+                    let grads = dt.chunks_exact_mut(2).zip(db.chunks_exact_mut(2));
+                    for (((t, b), (dt, db)), &gc) in windows.zip(grads).zip(g) {
+                        let (mut at, mut best) = (0u8, t[0]);
+                        if wins(t[1], best) {
+                            (at, best) = (1, t[1]);
                         }
-                        let gc = g[c];
-                        dt[2 * c] = if at == 0 { gc } else { 0.0 };
-                        dt[2 * c + 1] = if at == 1 { gc } else { 0.0 };
-                        db[2 * c] = if at == 2 { gc } else { 0.0 };
-                        db[2 * c + 1] = if at == 3 { gc } else { 0.0 };
+                        if wins(b[0], best) {
+                            (at, best) = (2, b[0]);
+                        }
+                        if wins(b[1], best) {
+                            at = 3;
+                        }
+                        dt[0] = if at == 0 { gc } else { 0.0 };
+                        dt[1] = if at == 1 { gc } else { 0.0 };
+                        db[0] = if at == 2 { gc } else { 0.0 };
+                        db[1] = if at == 3 { gc } else { 0.0 };
                     }
                 }
             });
