@@ -21,6 +21,7 @@ Usage:
   python scripts/bench_train.py --arch resnet50 --size 224 --batch 64 --k 4 --device cuda --steps 30 --warmup 10
   python scripts/bench_train.py --arch resnet50 --size 224 --batch 64 --k 4 --device cuda --amp --channels-last
   python scripts/bench_train.py --arch resnet18 --size 64 --batch 16 --k 4 --steps 2 --warmup 1  # CPU smoke test
+  python scripts/bench_train.py --inference --batch 256 --steps 20  # embedding throughput (`triplet eval`)
 """
 import argparse
 import json
@@ -186,6 +187,9 @@ def main():
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forward pass (cuda only)")
     ap.add_argument("--channels-last", action="store_true", help="model and input in channels_last format")
     ap.add_argument("--optimizer", default="adam", choices=["adam"])
+    ap.add_argument("--inference", action="store_true",
+                    help="time the embedding forward pass only (model.eval(), torch.inference_mode()), "
+                         "as `triplet eval` embeds; compare with the train_step bench's --inference")
     args = ap.parse_args()
     if args.size is None:
         args.size = 28 if args.arch == "small-cnn" else 224
@@ -220,6 +224,23 @@ def main():
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     rates = []
+    if args.inference:
+        model.eval()
+        with torch.inference_mode():
+            for s in range(args.warmup + args.steps):
+                x = torch.randn(b, channels, args.size, args.size, device=dev).contiguous(memory_format=fmt)
+                if cuda:
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                e = model(x).float().cpu()
+                dt = time.perf_counter() - t
+                if s >= args.warmup:
+                    rates.append(b / dt)
+        print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": args.threads,
+                          "inference": True, "median_images_per_s": statistics.median(rates),
+                          "min": min(rates), "max": max(rates), "steps": args.steps, "arch": args.arch,
+                          "size": args.size, "batch": b, "dim": args.dim, "device": args.device}))
+        return
     for s in range(args.warmup + args.steps):
         x = torch.randn(b, channels, args.size, args.size, device=dev).contiguous(memory_format=fmt)
         if cuda:

@@ -1,10 +1,11 @@
 //! Fast CPU 2-D convolution kernels (f32, NCHW activations, OIHW weights, groups = 1,
 //! dilation = 1): forward, input gradient and weight/bias gradient.
 //!
-//! In a Burn model, call [`conv2d`] and [`batch_norm`] where `conv.forward(x)` and
-//! `bn.forward(x)` would be: on flex devices (feature `flex`) they run through these kernels
-//! with hand-written backward passes, everywhere else through Burn's own ops. The slice-level
-//! functions below are usable on their own.
+//! In a Burn model, call [`conv2d`], [`batch_norm`] and [`max_pool2d`] where
+//! `conv.forward(x)`, `bn.forward(x)` and `pool.forward(x)` would be: on flex devices (feature
+//! `flex`) they run through these kernels with hand-written backward passes, everywhere else
+//! through Burn's own ops. [`fast_calls_by_op`] counts the calls that took the kernels. The
+//! slice-level functions below are usable on their own.
 //!
 //! All three ops are im2col + GEMM (`gemm` 0.19, which picks AVX-512 / AVX2 / scalar kernels
 //! at run time) over chunks of output pixels: one image, a band of output rows of one image,

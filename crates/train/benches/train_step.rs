@@ -7,13 +7,15 @@
 //! - Default: the reference CNN at batch 128 (P 8 × K 16) of 28×28 grey images.
 //! - `--backbone resnet50 --size 224 --batch 64 --k 4`: a torchvision ResNet on RGB photos'
 //!   input size (the GPU benchmark of docs/BENCHMARKS.md).
+//! - `--inference`: the embedding forward pass alone, as `triplet eval` embeds (the model's
+//!   inference copy, no autodiff), against `scripts/bench_train.py --inference`.
 //! - `--precision f16|bf16`: the device's default float type (`Device::configure`), so weights,
 //!   activations and gradients are half precision (Burn 0.22.1 has no autocast).
 //!
 //! Run: `cargo bench --workspace --bench train_step --profile dev -- [--steps N]
 //! [--warmup N] [--mining semi-hard|hard|all] [--backend flex|ndarray|wgpu|cuda]
 //! [--backbone small-cnn|resnet18|resnet34|resnet50] [--size S] [--batch B] [--k K] [--dim D]
-//! [--precision f32|f16|bf16]` (`--workspace`: the same Burn features as the tests, so no
+//! [--precision f32|f16|bf16] [--inference]` (`--workspace`: the same Burn features as the tests, so no
 //! second build of Burn).
 
 use std::time::Instant;
@@ -72,6 +74,45 @@ fn main() {
     let mut optim = optimizer(&config.optimizer);
     let loss = config.loss().init();
     let lr = config.optimizer.lr;
+    if args.iter().any(|a| a == "--inference") {
+        // The embedding forward pass as `triplet eval` runs it: the inference copy of the model
+        // (`valid()`: no autodiff, BatchNorm on its running statistics) on host images.
+        let model = model.valid();
+        let mut rates = Vec::new();
+        for step in 0..warmup + steps {
+            let images: Vec<f32> = Tensor::<4>::random(
+                [batch, channels, size, size],
+                Distribution::Normal(0.0, 1.0),
+                &base,
+            )
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 images");
+            let start = Instant::now();
+            let x = Tensor::<4>::from_data(
+                TensorData::new(images, [batch, channels, size, size]),
+                &base,
+            );
+            let e: Vec<f32> = model
+                .forward(x)
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 embeddings");
+            assert_eq!(e.len(), batch * dim);
+            if step >= warmup {
+                rates.push(batch as f64 / start.elapsed().as_secs_f64());
+            }
+        }
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "{{\"impl\": \"triplet\", \"inference\": true, \"backend\": \"{backend}\", \"backbone\": \"{backbone}\", \
+             \"size\": {size}, \"batch\": {batch}, \"median_images_per_s\": {:.1}, \"min\": {:.1}, \"max\": {:.1}, \"steps\": {steps}}}",
+            rates[rates.len() / 2],
+            rates[0],
+            rates[rates.len() - 1]
+        );
+        return;
+    }
     let labels: Vec<i64> = (0..batch as i64).map(|i| i / k as i64).collect();
     let replicas = [device.clone()];
     let mut rates = Vec::new();
