@@ -1,7 +1,7 @@
 //! The three convolution engines on a [`Geom`] (safe code; GEMMs via [`crate::matmul`]).
 
 use crate::im2col::{
-    Chunk, Geom, choose_tile, col2im, im2col, plan_pixels, pool_give, pool_take, split_even,
+    Chunk, Geom, choose_tile, col2im, im2col, plan_pixels, split_even,
     with_scratch,
 };
 use crate::matmul::{MatMut, MatRef, matmul};
@@ -324,7 +324,7 @@ pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     if g.sh == 1 && g.sw == 1 && !(col2im_better && col2im_parallel) {
         // dx = conv(dy, W') with W'[ci, co, kh, kw] = W[co, ci, KH-1-kh, KW-1-kw], stride 1,
         // padding K-1-p (negative padding crops): no scatter-add.
-        let mut wf = pool_take(w.len());
+        let mut wf = vec![0f32; w.len()];
         wf.par_chunks_mut(g.cout * kk)
             .with_min_len(16)
             .enumerate()
@@ -349,7 +349,6 @@ pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             ow: g.w,
         };
         forward(&gf, dy, &wf, None, dx);
-        pool_give(wf);
         return;
     }
     backward_input_col2im(g, dy, w, dx);
@@ -514,7 +513,7 @@ pub(crate) fn backward_weight(
     let ng = groups.len();
     let want_db = db.is_some();
     let mut partials: Vec<Vec<f32>> = (0..nblocks * ng)
-        .map(|t| pool_take((blocks[t / ng].1 - blocks[t / ng].0) * kk * g.cout))
+        .map(|t| vec![0f32; (blocks[t / ng].1 - blocks[t / ng].0) * kk * g.cout])
         .collect();
     let mut db_parts: Vec<Vec<f64>> = (0..if want_db { ng } else { 0 })
         .map(|_| vec![0.0; g.cout])
@@ -617,10 +616,9 @@ pub(crate) fn backward_weight(
             });
             if transposed {
                 // to [Cout, mb] while the partial is still hot in this core's cache
-                let mut t = pool_take(part.len());
+                let mut t = vec![0f32; part.len()];
                 transpose(part, mb, g.cout, &mut t);
                 std::mem::swap(part, &mut t);
-                pool_give(t);
             }
         });
     // reduce the [Cout, mb] partials in fixed (block, group) order into W's own
@@ -641,8 +639,5 @@ pub(crate) fn backward_weight(
         for (co, d) in db.iter_mut().enumerate() {
             *d = db_parts.iter().map(|v| v[co]).sum::<f64>() as f32;
         }
-    }
-    for p in partials {
-        pool_give(p);
     }
 }

@@ -1,7 +1,6 @@
 //! Geometry, work planning, im2col / col2im and scratch buffers (all safe code).
 
 use std::cell::RefCell;
-use std::sync::Mutex;
 
 /// Scratch budget per thread, in f32 elements (1 MiB).
 pub(crate) const SCRATCH: usize = 1 << 18;
@@ -540,33 +539,4 @@ pub(crate) fn with_scratch<R>(
     let r = f(&mut va[..a], &mut vb[..b]);
     SCRATCH_BUFS.with(|s| *s.borrow_mut() = bufs);
     r
-}
-
-static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-const POOL_MAX: usize = 32;
-
-/// A buffer of `len` f32 with unspecified contents, recycled from earlier calls when possible
-/// (avoids page-faulting fresh multi-MiB allocations on every call).
-pub(crate) fn pool_take(len: usize) -> Vec<f32> {
-    let mut v = POOL
-        .lock()
-        .map(|mut p| p.pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    if v.len() >= len {
-        v.truncate(len);
-    } else {
-        v.resize(len, 0.0);
-    }
-    v
-}
-
-/// Returns a buffer to the pool.
-pub(crate) fn pool_give(v: Vec<f32>) {
-    if let Ok(mut p) = POOL.lock()
-        && p.len() < POOL_MAX
-    {
-        p.push(v);
-    }
 }

@@ -56,16 +56,18 @@ fn wins(v: f32, best: f32) -> bool {
 fn winners(shape: &PoolShape, plane: &[f32], mut visit: impl FnMut(usize, usize, f32)) {
     let [oh, ow] = shape.out_size();
     let w = shape.size[1];
+    // Each output column's clipped input columns, the same for every row.
+    let cols: Vec<(usize, usize)> = (0..ow).map(|c| shape.span(1, c)).collect();
     for r in 0..oh {
         let (r0, r1) = shape.span(0, r);
-        for c in 0..ow {
-            let (c0, c1) = shape.span(1, c);
+        let rows = &plane[r0 * w..r1 * w];
+        for (c, &(c0, c1)) in cols.iter().enumerate() {
             let mut at = r0 * w + c0;
             let mut best = plane[at];
-            for i in r0..r1 {
-                for (j, &v) in plane[i * w + c0..i * w + c1].iter().enumerate() {
+            for (i, row) in rows.chunks_exact(w).enumerate() {
+                for (j, &v) in row[c0..c1].iter().enumerate() {
                     if wins(v, best) {
-                        (at, best) = (i * w + c0 + j, v);
+                        (at, best) = ((r0 + i) * w + c0 + j, v);
                     }
                 }
             }

@@ -14,7 +14,8 @@ use std::process::Command;
 
 fn run(out: &Path, config: &Path, burn_path: bool) -> Vec<serde_json::Value> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_triplet"));
-    cmd.env_remove("TRIPLET_KILL_AT").env_remove("TRIPLET_FAST_CONV");
+    cmd.env_remove("TRIPLET_KILL_AT")
+        .env_remove("TRIPLET_FAST_CONV");
     if burn_path {
         cmd.env("TRIPLET_FAST_CONV", "0");
     }
