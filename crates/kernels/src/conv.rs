@@ -1,8 +1,7 @@
 //! The three convolution engines on a [`Geom`] (safe code; GEMMs via [`crate::matmul`]).
 
 use crate::im2col::{
-    Chunk, Geom, choose_tile, col2im, im2col, plan_pixels, split_even,
-    with_scratch,
+    Chunk, Geom, choose_tile, col2im, im2col, plan_pixels, split_even, with_scratch,
 };
 use crate::matmul::{MatMut, MatRef, matmul};
 use rayon::prelude::*;
