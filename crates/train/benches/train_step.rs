@@ -33,6 +33,14 @@ fn arg(args: &[String], name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// Random N(0, 1) images as host values, as the loader hands a step its batch.
+fn host_images(device: &Device, shape: [usize; 4]) -> Vec<f32> {
+    Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 images")
+}
+
 fn main() {
     // As the `triplet` binary does.
     triplet_train::memory::keep_freed_memory();
@@ -80,14 +88,7 @@ fn main() {
         let model = model.valid();
         let mut rates = Vec::new();
         for step in 0..warmup + steps {
-            let images: Vec<f32> = Tensor::<4>::random(
-                [batch, channels, size, size],
-                Distribution::Normal(0.0, 1.0),
-                &base,
-            )
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 images");
+            let images = host_images(&base, [batch, channels, size, size]);
             let start = Instant::now();
             let x = Tensor::<4>::from_data(
                 TensorData::new(images, [batch, channels, size, size]),
@@ -118,14 +119,7 @@ fn main() {
     let mut rates = Vec::new();
     for step in 0..warmup + steps {
         // The loader hands the step host images, as here.
-        let images: Vec<f32> = Tensor::<4>::random(
-            [batch, channels, size, size],
-            Distribution::Normal(0.0, 1.0),
-            &base,
-        )
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 images");
+        let images = host_images(&base, [batch, channels, size, size]);
         device.sync().expect("the device finishes its work");
         let start = Instant::now();
         let (_value, _stats, grads) = step_on_replicas(
