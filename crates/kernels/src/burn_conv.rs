@@ -310,8 +310,8 @@ pub(crate) fn on_flex(device: &Device) -> bool {
     }
 }
 
-/// `TRIPLET_FAST_CONV=0` sends every convolution through Burn's path, so that one benchmark
-/// binary measures both.
+/// `TRIPLET_FAST_CONV=0` sends every convolution, BatchNorm and max pooling through Burn's
+/// path, so that one benchmark binary measures both.
 pub(crate) fn turned_off() -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OFF.get_or_init(|| std::env::var_os("TRIPLET_FAST_CONV").is_some_and(|v| v == "0"))
