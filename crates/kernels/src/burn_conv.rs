@@ -61,7 +61,7 @@ fn options(stride: [usize; 2], padding: [usize; 2]) -> ConvOptions<2> {
 }
 
 #[cfg(feature = "flex")]
-mod flex {
+pub(crate) mod flex {
     use super::*;
     use burn::backend::Flex;
     use burn_flex::FlexTensor;
@@ -94,15 +94,16 @@ mod flex {
         core::array::from_fn(|i| shape[i])
     }
 
-    /// The tensor's f32 values, in row-major order.
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    /// The tensor's f32 values in row-major order (borrowed when already contiguous). The
+    /// kernels' callers only pass f32 tensors (their dtype is checked before the fast path).
+    pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         match t.as_slice::<f32>() {
             Some(s) if t.is_contiguous() => std::borrow::Cow::Borrowed(s),
             _ => std::borrow::Cow::Owned(
                 t.to_contiguous()
                     .as_slice::<f32>()
                     .map(<[f32]>::to_vec)
-                    .unwrap_or_default(),
+                    .expect("an f32 tensor"),
             ),
         }
     }

@@ -95,25 +95,12 @@ fn split<B: Backend>(stats: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) 
 
 #[cfg(feature = "flex")]
 mod flex {
-    use std::borrow::Cow;
-
     use super::*;
     use burn::backend::Flex;
     use burn_flex::FlexTensor;
     use rayon::prelude::*;
 
-    /// The tensor's f32 values in row-major order (borrowed when already contiguous).
-    fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) if t.is_contiguous() => Cow::Borrowed(s),
-            _ => Cow::Owned(
-                t.to_contiguous()
-                    .as_slice::<f32>()
-                    .map(<[f32]>::to_vec)
-                    .expect("an f32 tensor"),
-            ),
-        }
-    }
+    use crate::burn_conv::flex::values;
 
     fn dims(t: &FlexTensor) -> (usize, usize, usize) {
         let s = t.layout().shape();

@@ -65,14 +65,8 @@ mod flex {
     use burn::backend::Flex;
     use burn_flex::FlexTensor;
 
+    use crate::burn_conv::flex::values;
     use crate::pool::{PoolShape, max_pool2d_backward, max_pool2d_forward};
-
-    fn contiguous(t: &FlexTensor) -> Vec<f32> {
-        t.to_contiguous()
-            .as_slice::<f32>()
-            .map(<[f32]>::to_vec)
-            .expect("an f32 tensor")
-    }
 
     /// `(N, C)` and the plane geometry of `x`.
     fn geometry(
@@ -91,13 +85,6 @@ mod flex {
         ([s[0], s[1]], shape)
     }
 
-    fn with_values<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
-        match t.as_slice::<f32>() {
-            Some(s) if t.is_contiguous() => f(s),
-            _ => f(&contiguous(t)),
-        }
-    }
-
     impl FastPoolBackend for Flex {
         fn fast_max_pool2d(
             x: FloatTensor<Self>,
@@ -108,7 +95,7 @@ mod flex {
             crate::burn_conv::count(|c| c.max_pools += 1);
             let ([n, c], shape) = geometry(&x, kernel, stride, padding);
             let [oh, ow] = shape.out_size();
-            let out = with_values(&x, |xs| max_pool2d_forward(xs, &shape));
+            let out = max_pool2d_forward(&values(&x), &shape);
             FlexTensor::from_data(TensorData::new(out, vec![n, c, oh, ow]))
         }
 
@@ -120,9 +107,7 @@ mod flex {
             output_grad: FloatTensor<Self>,
         ) -> FloatTensor<Self> {
             let (_, shape) = geometry(&x, kernel, stride, padding);
-            let dx = with_values(&x, |xs| {
-                with_values(&output_grad, |dy| max_pool2d_backward(xs, dy, &shape))
-            });
+            let dx = max_pool2d_backward(&values(&x), &values(&output_grad), &shape);
             FlexTensor::from_data(TensorData::new(dx, x.layout().shape().to_vec()))
         }
     }
