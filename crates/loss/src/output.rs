@@ -2,8 +2,6 @@
 
 use burn::prelude::*;
 
-use crate::mining::host::HostStats;
-
 /// The loss and what mining found, from [`TripletLoss::forward_with_stats`](crate::TripletLoss::forward_with_stats).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -39,25 +37,6 @@ impl MiningStats {
             0.0
         } else {
             self.active as f64 / self.triplets as f64
-        }
-    }
-}
-
-impl From<HostStats> for MiningStats {
-    fn from(s: HostStats) -> Self {
-        let mean = |sum: f64| {
-            if s.triplets == 0 {
-                0.0
-            } else {
-                sum / s.triplets as f64
-            }
-        };
-        MiningStats {
-            triplets: s.triplets,
-            active: s.active,
-            anchors_with_triplet: s.anchors_with_triplet,
-            mean_d_ap: mean(s.sum_d_ap),
-            mean_d_an: mean(s.sum_d_an),
         }
     }
 }

@@ -160,7 +160,7 @@ impl TripletLoss {
         let stats: MiningStats =
             host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft).into();
         if !weighted.unwrap_or(triplets.len() * dim > b * b) {
-            let loss = self.loss_of(embeddings, Triplets::from_host(triplets, &device));
+            let loss = self.loss_of(embeddings, triplets.into_tensors(&device));
             return (loss, stats);
         }
         let (weights, loss_sum) =

@@ -2,8 +2,6 @@
 
 use burn::prelude::*;
 
-use crate::mining::host::IndexTriplets;
-
 /// Triplets `(anchor[i], positive[i], negative[i])`, as row indices into the batch.
 ///
 /// Returned by [`mine`](crate::mine); accepted by
@@ -45,17 +43,5 @@ impl Triplets {
     /// Whether there is no triplet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub(crate) fn from_host(t: IndexTriplets, device: &Device) -> Self {
-        let index = |v: Vec<i64>| {
-            let n = v.len();
-            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
-        };
-        Self {
-            anchor: index(t.anchor),
-            positive: index(t.positive),
-            negative: index(t.negative),
-        }
     }
 }

@@ -65,10 +65,14 @@ mod tests {
     #[test]
     fn device_batch_hard_matches_the_host_miner() {
         let device = Device::flex();
-        assert!(crate::mining::mines_faster_on_host(&device));
-        assert!(crate::mining::mines_faster_on_host(
-            &device.clone().autodiff()
-        ));
+        // The crate's `flex` feature names the backend (the workspace's builds switch it on).
+        #[cfg(feature = "flex")]
+        {
+            assert!(crate::mining::mines_faster_on_host(&device));
+            assert!(crate::mining::mines_faster_on_host(
+                &device.clone().autodiff()
+            ));
+        }
         for seed in 0..20u64 {
             let b = 12 + (seed as usize % 7);
             let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

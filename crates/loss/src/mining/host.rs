@@ -16,6 +16,11 @@
 
 use std::collections::HashMap;
 
+use burn::prelude::*;
+
+use crate::output::MiningStats;
+use crate::triplets::Triplets;
+
 /// Class structure of a batch: dense class ids and the members of each class.
 pub(crate) struct Classes {
     /// Dense class id of each sample.
@@ -88,6 +93,19 @@ impl IndexTriplets {
 
     pub fn len(&self) -> usize {
         self.anchor.len()
+    }
+
+    /// The triplets as index tensors on `device`.
+    pub fn into_tensors(self, device: &Device) -> Triplets {
+        let index = |v: Vec<i64>| {
+            let n = v.len();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
+        };
+        Triplets::new(
+            index(self.anchor),
+            index(self.positive),
+            index(self.negative),
+        )
     }
 
     /// `(anchor, positive, negative)` triplets in order.
@@ -263,6 +281,25 @@ pub(crate) struct HostStats {
     pub anchors_with_triplet: u64,
     pub sum_d_ap: f64,
     pub sum_d_an: f64,
+}
+
+impl From<HostStats> for MiningStats {
+    fn from(s: HostStats) -> Self {
+        let mean = |sum: f64| {
+            if s.triplets == 0 {
+                0.0
+            } else {
+                sum / s.triplets as f64
+            }
+        };
+        MiningStats {
+            triplets: s.triplets,
+            active: s.active,
+            anchors_with_triplet: s.anchors_with_triplet,
+            mean_d_ap: mean(s.sum_d_ap),
+            mean_d_an: mean(s.sum_d_an),
+        }
+    }
 }
 
 impl HostStats {

@@ -79,19 +79,26 @@ impl Default for Mining {
 pub fn mine(dist: Tensor<2>, labels: Tensor<1, Int>, mining: Mining) -> Triplets {
     let device = dist.device();
     let (dist, classes) = read_batch(dist, labels);
-    let triplets = mine_host(&dist, &classes, mining);
-    Triplets::from_host(triplets, &device)
+    mine_host(&dist, &classes, mining).into_tensors(&device)
 }
 
 /// Whether batch-hard is cheaper through the host miner than on the device: true for Burn's
 /// CPU backends (the "read-back" is a copy, and the host loop beats the device path's dozen
-/// `B×B` mask passes: 1.6 s against 2.4 s at B = 8192 on two cores, `docs/BENCHMARKS.md`), false elsewhere (on a
-/// GPU the device path avoids the transfer and the stall). Burn 0.22 names backends only
-/// behind its cargo features, so this reads the device's debug name; a backend it does not
-/// recognise takes the device path, which is equally exact.
+/// `B×B` mask passes: 1.6 s against 2.4 s at B = 8192 on two cores, `docs/BENCHMARKS.md`),
+/// false elsewhere (on a GPU the device path avoids the transfer and the stall). The device's
+/// type decides, as for the fused backward: Burn 0.22 names its backends only behind its cargo
+/// features, so the crate's `flex` and `ndarray` features name them here. A backend not named
+/// takes the device path, which is equally exact.
 pub(crate) fn mines_faster_on_host(device: &Device) -> bool {
-    let name = format!("{:?}", device.clone().inner().as_dispatch());
-    name.starts_with("Flex") || name.starts_with("NdArray")
+    #[allow(unused_imports)] // Empty without the `flex` and `ndarray` features.
+    use burn::backend::DispatchDevice;
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => true,
+        _ => false,
+    }
 }
 
 pub(crate) fn mine_host(
