@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Accuracy protocols of PROTOCOLS.md on full Fashion-MNIST: Triplet (its CLI) against PyTorch +
+"""Accuracy protocols of docs/PROTOCOLS.md on full Fashion-MNIST: Triplet (its CLI) against PyTorch +
 pytorch-metric-learning (PML), same model, epochs, batch composition and seeds.
 
 Protocols (both implementations): the reference CNN -> 64-d L2-normalised (`Net` of
@@ -386,7 +386,7 @@ def run_triplet(protocol, seed, args, work):
     cfg_path = folder / "config.toml"
     write_toml(triplet_config(protocol, seed, args), cfg_path,
                f"Written by scripts/accuracy_benchmark.py from configs/fashion-mnist.toml:\n"
-               f"the {protocol} protocol of PROTOCOLS.md, seed {seed}.")
+               f"the {protocol} protocol of docs/PROTOCOLS.md, seed {seed}.")
     run = folder / "run"
     if run.exists():
         shutil.rmtree(run)
@@ -555,7 +555,7 @@ def summary(results, protocol, impls):
 
 
 def report(meta, results, impls, protocols):
-    lines = ["### Accuracy protocols (PROTOCOLS.md), full Fashion-MNIST", ""]
+    lines = ["### Accuracy protocols (docs/PROTOCOLS.md), full Fashion-MNIST", ""]
     m, v = meta["machine"], meta["versions"]
     lines.append(f"Machine: {m['cpu']}, {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs, "
                  f"{m['mem_gib']} GiB, {m['os']}; {meta['args']['threads']} threads each.")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch twin of Triplet's training step, for the `train` speed benchmark (PROTOCOLS.md).
+"""PyTorch twin of Triplet's training step, for the `train` speed benchmark (docs/PROTOCOLS.md).
 
 Default (`--arch small-cnn`): the same network as triplet-model's `small-cnn` + head
 (conv3x3-BN-ReLU x2, maxpool, x2, maxpool, conv3x3-BN-ReLU, global average pool, linear 128->64,

@@ -7,7 +7,7 @@
 //! `--features fused,flex`, batch-all takes the hand-written backward on flex, and
 //! `TRIPLET_LOSS_FUSED=0` turns it back off in the same binary.
 //!
-//! Protocol (PROTOCOLS.md): D = 128, random L2-normalised embeddings, P×K labels with K = 8,
+//! Protocol (docs/PROTOCOLS.md, "loss"): D = 128, random L2-normalised embeddings, P×K labels with K = 8,
 //! Euclidean distance, margin 0.2, `Mean` reduction for semi-hard and batch-hard, `MeanActive`
 //! for batch-all (pytorch-metric-learning's defaults for the twin, `scripts/bench_pml.py`).
 //! Each run reads the loss and the gradient back, so asynchronous devices are timed in full.

@@ -30,7 +30,7 @@
 //! use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig};
 //!
 //! let device = Device::flex().autodiff();
-//! // LOSS.md's worked example; TensorFlow Addons' triplet_semihard_loss gives the same 1.0.
+//! // The worked example of "Definitions" below; TensorFlow Addons' triplet_semihard_loss gives the same 1.0.
 //! let embeddings =
 //!     Tensor::<2>::from_data([[0.0, 0.0], [0.0, 2.0], [0.0, 3.0]], &device).require_grad();
 //! let labels = Tensor::<1, Int>::from_data([0, 0, 1], &device);
@@ -53,6 +53,32 @@
 //! let grad: Vec<f32> = grad.into_data().try_into_vec_as().unwrap();
 //! assert_eq!(grad, [0.0, -0.5, 0.0, 1.0, 0.0, -0.5]);
 //! ```
+//!
+//! # Definitions
+//!
+//! The contract every device and path of this crate keeps, and that its tests check against a
+//! brute-force oracle. With `D` the `B×B` distance matrix, `P(a) = {p ≠ a : y_p = y_a}` and
+//! `N(a) = {n : y_n ≠ y_a}`:
+//!
+//! - **Distances.** Euclidean `‖a − b‖`, squared Euclidean `‖a − b‖²`, cosine
+//!   `1 − a·b / (‖a‖‖b‖)`.
+//! - **Per-triplet loss.** `max(D[a,p] − D[a,n] + margin, 0)`; with `soft`,
+//!   `softplus(D[a,p] − D[a,n])`, and the margin is unused.
+//! - **Mining** picks triplets from the detached `D`; gradients flow only through the distances
+//!   of the triplets picked ([`Mining`] gives each rule).
+//! - **Reduction.** [`Reduction::Mean`] over the mined triplets, [`Reduction::MeanActive`] over
+//!   those whose loss is `> 0`, [`Reduction::Sum`].
+//! - [`TripletLoss::forward_triplets`] uses the triplets it is given as they are; the mining
+//!   setting is not used.
+//! - **Statistics** ([`MiningStats`]): mined triplets, active ones (loss `> 0`), anchors with a
+//!   triplet, and the mean `D[a,p]` and `D[a,n]` over the mined triplets. Reading them may wait
+//!   for the device; [`TripletLoss::forward`] computes none.
+//!
+//! Worked example (Euclidean, margin 1, semi-hard, mean), the one of the example above:
+//! `x = [[0,0],[0,2],[0,3]]`, `y = [0,0,1]`. Pair `(0,1)`: `d_ap = 2`, and negative 2 at 3 lies
+//! beyond it: `1 + 2 − 3 → 0`. Pair `(1,0)`: `d_ap = 2`, the only negative is at 1, not beyond,
+//! so the farthest negative is taken: `1 + 2 − 1 = 2`. The mean over the two pairs is **1.0**, as
+//! TensorFlow Addons' `triplet_semihard_loss` gives; with squared Euclidean it is 2.0.
 //!
 //! # Options, defaults and where they come from
 //!

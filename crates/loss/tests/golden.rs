@@ -9,7 +9,7 @@
 //! - soft = `smooth_loss=True` with margin 0 (PML keeps the margin inside the softplus; we drop it).
 //!
 //! Semi-hard is not here: PML's "semihard" miner is a different rule (every triplet with
-//! `0 < d_an − d_ap ≤ margin`); ours is checked by the brute-force oracle and LOSS.md's example.
+//! `0 < d_an − d_ap ≤ margin`); ours is checked by the brute-force oracle and the crate docs' worked example.
 //!
 //! The script's table (name, B, D, loss, triplets, active):
 //! ```text

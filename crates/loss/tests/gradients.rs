@@ -148,7 +148,7 @@ fn mean_active_with_no_active_triplet_is_zero() {
 
 #[test]
 fn gradient_at_the_hinge_kink_is_zero_for_every_strategy() {
-    // LOSS.md's example: triplet (0,1,2) sits exactly at the kink (2 − 3 + 1 = 0) and must not
+    // The crate docs' worked example ("Definitions"): triplet (0,1,2) sits exactly at the kink (2 − 3 + 1 = 0) and must not
     // contribute (PyTorch's relu gives 0 there); (1,0,2) is active. Every strategy mines
     // exactly these two triplets, so every strategy has the same exact gradient.
     for mining in MININGS {
@@ -206,7 +206,7 @@ fn soft_margin_slope_at_a_tie_is_one_half_for_every_strategy() {
 
 #[test]
 fn euclidean_distance_has_zero_gradient_at_zero_distance() {
-    // LOSS.md: the Euclidean gradient is 0, never NaN, where the distance is 0.
+    // The crate docs ("Definitions"): the Euclidean gradient is 0, never NaN, where the distance is 0.
     let device = Device::flex().autodiff();
     let a = Tensor::<2>::from_data([[0.3f32, -1.2, 2.0], [1.0, 1.0, 1.0]], &device).require_grad();
     let b = Tensor::<2>::from_data([[0.3f32, -1.2, 2.0], [1.0, 1.0, 1.0]], &device).require_grad();

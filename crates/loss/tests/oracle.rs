@@ -1,5 +1,5 @@
 //! The loss and the miners against a brute-force oracle (plain loops over `(a, p, n)` written
-//! from LOSS.md's definitions, `tests/common`), over many random seeds and every awkward batch:
+//! from the crate docs' definitions, `tests/common`), over many random seeds and every awkward batch:
 //! exact ties, singleton classes, one-class batches, all-distinct labels, duplicated embeddings
 //! and label values such as -300 or i32::MIN.
 
@@ -128,7 +128,7 @@ fn pairwise_distances_match_direct_computation() {
 
 #[test]
 fn worked_example_from_the_contract() {
-    // LOSS.md: x = [[0,0],[0,2],[0,3]], y = [0,0,1], margin 1, semi-hard, mean → 1.0 (TF Addons'
+    // The crate docs' worked example: x = [[0,0],[0,2],[0,3]], y = [0,0,1], margin 1, semi-hard, mean → 1.0 (TF Addons'
     // tfa.losses.triplet_semihard_loss gives the same); squared Euclidean → 2.0.
     let device = Device::flex();
     let x = Tensor::<2>::from_data([[0.0, 0.0], [0.0, 2.0], [0.0, 3.0]], &device);

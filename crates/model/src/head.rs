@@ -11,7 +11,7 @@ const NORM_EPS: f64 = 1e-12;
 /// Configuration of an [`EmbeddingHead`].
 #[derive(Config, Debug)]
 pub struct EmbeddingHeadConfig {
-    /// Embedding dimension. Default: `64` (`PROTOCOLS.md`).
+    /// Embedding dimension. Default: `64` (`docs/PROTOCOLS.md`).
     #[config(default = 64)]
     pub dim: usize,
     /// BatchNorm after the linear layer (BNNeck-style). Default: `false`.

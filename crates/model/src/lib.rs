@@ -1,7 +1,7 @@
 //! Embedding networks for Triplet: a backbone (an image to a feature map) and an embedding
 //! head (the feature map to an L2-normalised vector).
 //!
-//! - [`BackboneConfig`] chooses the backbone: the reference CNN of `PROTOCOLS.md`
+//! - [`BackboneConfig`] chooses the backbone: the reference CNN of the benchmark protocols (`docs/PROTOCOLS.md`)
 //!   ([`SmallCnnConfig`], `small-cnn`) for small images, or torchvision's ResNet-18/34/50/101/152
 //!   ([`ResNetConfig`]) for photos, with torchvision's parameter names.
 //! - [`torchvision`] imports a torchvision state dict (`.pth` or safetensors) into a ResNet

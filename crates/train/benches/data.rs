@@ -1,4 +1,4 @@
-//! Input pipeline throughput (PROTOCOLS.md "data"): images per second the loader delivers
+//! Input pipeline throughput (docs/PROTOCOLS.md, "data"): images per second the loader delivers
 //! (decode, random resized crop, flip, normalise, batch) per worker count, with nothing else
 //! running.
 //!

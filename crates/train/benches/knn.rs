@@ -1,5 +1,5 @@
 //! Exact nearest-neighbour search and retrieval metrics: 10,000 queries against 60,000
-//! references (64-d), the `eval` benchmark of PROTOCOLS.md. Reads the arrays that
+//! references (64-d), the `eval` benchmark of docs/PROTOCOLS.md. Reads the arrays that
 //! `scripts/bench_knn_faiss.py --write DIR` writes, so faiss-cpu and pytorch-metric-learning
 //! are timed on the same data. Prints one JSON line per measurement (median and min seconds).
 //!

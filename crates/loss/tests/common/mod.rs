@@ -1,5 +1,5 @@
 //! Shared test support: a deterministic RNG, batch generators covering the awkward cases, and a
-//! brute-force oracle of the loss written from LOSS.md's definitions with plain loops in `f64`.
+//! brute-force oracle of the loss written from the crate docs' definitions (`triplet_loss`, "Definitions") with plain loops in `f64`.
 #![allow(dead_code)]
 // The oracle spells out the definitions with indices, as the formulas do.
 #![allow(clippy::needless_range_loop)]
@@ -174,7 +174,7 @@ pub fn distance_matrix(kind: Distance, x: &[Vec<f32>]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Triplets by LOSS.md's definitions, O(B³), lowest index on ties.
+/// Triplets by the crate docs' definitions, O(B³), lowest index on ties.
 pub fn mine(mining: Mining, d: &[Vec<f64>], y: &[i64]) -> Vec<(usize, usize, usize)> {
     let b = y.len();
     let pos = |a: usize| (0..b).filter(move |&p| p != a && y[p] == y[a]);

@@ -15,7 +15,7 @@ pub use small_cnn::{ConvBlock, SmallCnn, SmallCnnConfig};
 #[derive(Config, Debug)]
 #[non_exhaustive]
 pub enum BackboneConfig {
-    /// The reference CNN of `PROTOCOLS.md` (`small-cnn`).
+    /// The reference CNN of the benchmark protocols (`docs/PROTOCOLS.md`) (`small-cnn`).
     SmallCnn(SmallCnnConfig),
     /// torchvision's ResNet-18/34/50/101/152 (`resnet18`, …).
     ResNet(ResNetConfig),

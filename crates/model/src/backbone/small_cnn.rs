@@ -1,4 +1,4 @@
-//! The reference CNN of `PROTOCOLS.md`, for MNIST/CIFAR-scale images on CPU.
+//! The reference CNN of the benchmark protocols (`docs/PROTOCOLS.md`), for MNIST/CIFAR-scale images on CPU.
 //!
 //! conv3×3(→32)+BN+ReLU, conv3×3(32→32)+BN+ReLU, maxpool 2, conv3×3(32→64)+BN+ReLU,
 //! conv3×3(64→64)+BN+ReLU, maxpool 2, conv3×3(64→128)+BN+ReLU. Padding keeps the size, so a
