@@ -22,8 +22,9 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use triplet_train::config::ExperimentConfig;
+use triplet_train::config::{ExperimentConfig, Precision};
 use triplet_train::train::optimizer;
+use triplet_train::train::resolve::configure_precision;
 use triplet_train::train::step::step_on_replicas;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
@@ -39,6 +40,12 @@ fn host_images(device: &Device, shape: [usize; 4]) -> Vec<f32> {
         .into_data()
         .try_to_vec::<f32>()
         .expect("f32 images")
+}
+
+/// Stops the benchmark with `message` (a bad argument).
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2)
 }
 
 fn main() {
@@ -61,21 +68,17 @@ fn main() {
     let k: usize = arg(&args, "--k", "16").parse().expect("--k K");
     let dim: usize = arg(&args, "--dim", "64").parse().expect("--dim D");
     let precision = arg(&args, "--precision", "f32");
+    let parsed: Precision = precision.parse().unwrap_or_else(|e| fail(e));
+    // `--backbone` and `--mining` are checked as config values, with the config's names
+    // (`semi-hard`, `hard`, `all`): a typo is an error, never a silent default.
     let config = ExperimentConfig::from_toml(&format!(
         "[model]\nbackbone = \"{backbone}\"\ndim = {dim}\n[loss]\nmining = \"{mining}\"\n"
     ))
-    .expect("a valid --backbone and --mining");
-    let mut base = backend.device().expect("a compiled backend");
-    match precision.as_str() {
-        "f32" => {}
-        "f16" => base
-            .configure(burn::tensor::FloatDType::F16)
-            .expect("f16 on this device"),
-        "bf16" => base
-            .configure(burn::tensor::FloatDType::BF16)
-            .expect("bf16 on this device"),
-        other => panic!("--precision f32|f16|bf16, got {other}"),
-    }
+    .unwrap_or_else(|e| fail(format!("--backbone {backbone} / --mining {mining}: {e}")));
+    let mut devices = [backend.device().unwrap_or_else(|e| fail(e))];
+    // As `triplet train` switches its devices to `train.precision`.
+    configure_precision(&mut devices, parsed, backend).unwrap_or_else(|e| fail(e));
+    let [base] = devices;
     let device = base.clone().autodiff();
     device.seed(config.train.seed);
     let mut model = config.model(channels).init(&device);

@@ -2,67 +2,49 @@
 //! sampling, the experiment config, training with checkpoints and resume, retrieval metrics,
 //! evaluation, embedding export and plots.
 //!
-//! `main.rs` only parses the command line and calls [`run`].
+//! `main.rs` only parses the command line and calls [`run()`]. The modules, from the top down:
+//! - [`train`] (`triplet train`) and [`eval`] (`eval`, `embed`, `export`), the commands; training
+//!   validates with evaluation's embedding and metrics, evaluation never reaches into training;
+//! - [`run`](mod@run): the run folder both of them read and write (checkpoints, `metrics.jsonl`, the
+//!   trained model);
+//! - [`data`]: sources, splits, the sampler, the transform and the loader;
+//! - [`config`], [`device`], and the utilities [`console`], [`files`], [`memory`], [`fault`].
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod data;
 pub mod device;
 pub mod eval;
 pub mod fault;
+pub mod files;
 pub mod memory;
+pub mod run;
 pub mod train;
 
 use anyhow::Result;
 
 use cli::{Cli, Command};
-use config::ExperimentConfig;
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => {
-            let backend = args.backend().map_err(anyhow::Error::msg)?;
-            if args.resume && args.precision.is_some() {
-                anyhow::bail!(
-                    "--precision cannot be combined with --resume: a run keeps the precision it \
-                     started with"
-                );
-            }
-            if args.resume && args.pretrained.is_some() {
-                anyhow::bail!(
-                    "--pretrained cannot be combined with --resume: the run's checkpoint in {} \
-                     already holds its weights",
-                    args.out.display()
-                );
-            }
-            if args.resume && args.config.is_some() {
-                anyhow::bail!(
-                    "--config cannot be combined with --resume: a resumed run keeps the config \
-                     saved in {} (--epochs and --data may still be given)",
-                    args.out.display()
-                );
-            }
-            let config = match &args.config {
-                Some(path) => ExperimentConfig::load(path)?,
-                None => ExperimentConfig::default(),
-            };
             train::train(train::TrainOptions {
-                config,
-                config_given: args.config.is_some(),
-                data: args.data,
-                epochs: args.epochs,
-                out: args.out,
-                backend,
-                resume: args.resume,
-                pretrained: args.pretrained,
+                backend: args.backend().map_err(anyhow::Error::msg)?,
                 precision: args
                     .precision
                     .as_deref()
                     .map(str::parse)
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
+                config: args.config,
+                data: args.data,
+                epochs: args.epochs,
+                out: args.out,
+                resume: args.resume,
+                pretrained: args.pretrained,
                 devices: args.devices,
             })?;
             Ok(())

@@ -6,9 +6,11 @@
 //! shared generator, so results do not depend on which worker decodes what, and a resumed run
 //! sees exactly the augmentations an uninterrupted one would.
 
-use crate::config::{AugmentConfig, ResizeKind};
+use anyhow::Result;
+
+use crate::config::{AugmentConfig, ExperimentConfig, IMAGENET_MEAN, IMAGENET_STD, ResizeKind};
 use crate::data::decode::resample;
-use crate::data::sampler::SplitMix64;
+use crate::data::rng::SplitMix64;
 
 /// How one image becomes a model input.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +32,66 @@ pub struct Transform {
 }
 
 impl Transform {
+    /// The input transform of `[data]` and `[augment]`: channels and size from the config, else
+    /// the data's own (`native`, for IDX files), else 3 and 32×32; mean and std 0.5 by default, one
+    /// value or one per channel. Evaluation uses it without `augment`.
+    pub fn for_config(
+        config: &ExperimentConfig,
+        native: Option<(usize, [usize; 2])>,
+    ) -> Result<Self> {
+        let d = &config.data;
+        let resnet = config.model.backbone.resnet_depth().is_some();
+        // The ResNets: RGB (grey images are repeated), 224 px for photos, ImageNet normalisation
+        // and torchvision's evaluation resize, as their pretrained weights expect.
+        let channels = d
+            .channels
+            .or(if resnet { Some(3) } else { None })
+            .or(native.map(|n| n.0))
+            .unwrap_or(3);
+        let size =
+            d.size
+                .or(native.map(|n| n.1))
+                .unwrap_or(if resnet { [224, 224] } else { [32, 32] });
+        let per_channel = |values: &Option<Vec<f32>>, field: &str| -> Result<Vec<f32>> {
+            let default = match (resnet, field) {
+                (true, "mean") if channels == 3 => IMAGENET_MEAN.to_vec(),
+                (true, "std") if channels == 3 => IMAGENET_STD.to_vec(),
+                _ => vec![0.5],
+            };
+            let v = values.clone().unwrap_or(default);
+            if v.len() != 1 && v.len() != channels {
+                anyhow::bail!(
+                    "data.{field} has {} values for {channels} channel(s)",
+                    v.len()
+                );
+            }
+            Ok(v)
+        };
+        let augment = &config.augment;
+        Ok(Self {
+            channels,
+            size,
+            mean: per_channel(&d.mean, "mean")?,
+            std: per_channel(&d.std, "std")?,
+            augment: (augment.random_resized_crop || augment.horizontal_flip)
+                .then(|| augment.clone()),
+            resize: d.resize.unwrap_or(if resnet {
+                ResizeKind::CenterCrop
+            } else {
+                ResizeKind::Stretch
+            }),
+            crop_fraction: d.crop_fraction,
+        })
+    }
+
+    /// The same transform without augmentation, as evaluation and embedding use it.
+    pub fn for_evaluation(self) -> Self {
+        Self {
+            augment: None,
+            ..self
+        }
+    }
+
     /// Number of floats per image.
     pub fn image_len(&self) -> usize {
         self.channels * self.size[0] * self.size[1]

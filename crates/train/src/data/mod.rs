@@ -4,7 +4,9 @@
 pub mod augment;
 pub mod decode;
 pub mod idx;
-pub mod index;
+pub mod listing;
 pub mod loader;
+pub mod rng;
 pub mod sampler;
 pub mod source;
+pub mod split;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::decode::{DecodeError, decode_native};
 use super::idx::{IdxError, IdxImages, read_split};
-use super::index::{DatasetIndex, IndexError, within_class_partition};
+use super::listing::{Listing, ListingError};
 
 /// A data path that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum DataError {
     Idx(#[from] IdxError),
     /// A folder or CSV list is unreadable or malformed.
     #[error(transparent)]
-    Index(#[from] IndexError),
+    Index(#[from] ListingError),
 }
 
 /// Where an image's pixels come from.
@@ -68,7 +68,7 @@ pub struct DataSource {
 }
 
 impl ImageSet {
-    fn from_index(index: DatasetIndex) -> Self {
+    fn from_index(index: Listing) -> Self {
         Self {
             labels: index.samples.iter().map(|s| s.label).collect(),
             items: Items::Files(index.samples.into_iter().map(|s| s.path).collect()),
@@ -126,14 +126,6 @@ impl ImageSet {
         }
     }
 
-    /// The file of image `i`, for file-based sets.
-    pub fn path(&self, i: usize) -> Option<&Path> {
-        match &self.items {
-            Items::Files(paths) => Some(&paths[i]),
-            Items::Idx { .. } => None,
-        }
-    }
-
     /// Image `i` at its own size, as `channels × height × width` floats in `[0, 1]`, with its
     /// `[height, width]`.
     ///
@@ -179,13 +171,6 @@ impl ImageSet {
         }
     }
 
-    /// Splits within classes: about `fraction` of each class (chosen by `seed`) goes to the
-    /// second set. Both keep every class.
-    pub fn split_within_classes(&self, fraction: f64, seed: u64) -> (ImageSet, ImageSet) {
-        let (kept, held) = within_class_partition(&self.labels, fraction, seed);
-        (self.subset(&kept), self.subset(&held))
-    }
-
     /// Images of the classes named in `names` (others dropped).
     pub fn with_classes(&self, names: &[String]) -> ImageSet {
         let keep: Vec<usize> = (0..self.len())
@@ -225,7 +210,7 @@ pub fn open(path: &Path) -> Result<DataSource, DataError> {
                 empty_classes: Vec::new(),
             });
         }
-        let index = DatasetIndex::from_folder(path)?;
+        let index = Listing::from_folder(path)?;
         return Ok(from_index(index));
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -237,10 +222,10 @@ pub fn open(path: &Path) -> Result<DataSource, DataError> {
             empty_classes: Vec::new(),
         });
     }
-    Ok(from_index(DatasetIndex::from_csv(path)?))
+    Ok(from_index(Listing::from_csv(path)?))
 }
 
-fn from_index(mut index: DatasetIndex) -> DataSource {
+fn from_index(mut index: Listing) -> DataSource {
     let skipped_files = std::mem::take(&mut index.skipped_files);
     let empty_classes = std::mem::take(&mut index.empty_classes);
     DataSource {

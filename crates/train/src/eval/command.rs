@@ -13,12 +13,12 @@ use super::embed::{EmbedOptions, Embedded, embed};
 use super::export::{Row, write_all};
 use super::metrics::{RECALL_AT, Retrieval, retrieval};
 use super::plot;
-use super::trained::{Trained, load, native_shape};
 use crate::config::toml_name;
+use crate::console::say;
 use crate::data::source::{self, ImageSet};
 use crate::device::Backend;
-use crate::train::checkpoint::write_atomic;
-use crate::train::report::say;
+use crate::files::write_atomic;
+use crate::run::trained::{Trained, load, native_shape};
 
 /// Which part of a data path to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,16 +98,11 @@ fn say_model(trained: &Trained, backend: Backend) {
 
 fn embed_set(trained: &Trained, set: ImageSet) -> Result<(Arc<ImageSet>, Embedded)> {
     let set = Arc::new(set);
-    let c = &trained.config;
     let embedded = embed(
         &trained.model,
         &set,
         &trained.transform,
-        EmbedOptions {
-            batch: c.train.eval_batch,
-            workers: c.data.workers,
-            prefetch: c.data.prefetch,
-        },
+        EmbedOptions::of(&trained.config),
         &|line| say(line),
     )?;
     if embedded.skipped > 0 {
@@ -145,7 +140,7 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     let out = o
         .out
         .clone()
-        .or_else(|| trained.run.clone())
+        .or_else(|| trained.run.as_ref().map(|r| r.path().to_path_buf()))
         .unwrap_or_else(|| PathBuf::from("."));
     let classes = o.classes.as_deref();
     let (queries, query_text, queries_are_train) = open_part(&o.data, Part::TestIfAny, classes)?;

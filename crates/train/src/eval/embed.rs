@@ -8,6 +8,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use triplet_model::EmbeddingModel;
 
+use crate::config::ExperimentConfig;
 use crate::data::augment::Transform;
 use crate::data::loader::{BadImages, Loader, LoaderOptions};
 use crate::data::source::ImageSet;
@@ -36,6 +37,18 @@ pub struct EmbedOptions {
     pub workers: usize,
     /// Batches decoded ahead.
     pub prefetch: usize,
+}
+
+impl EmbedOptions {
+    /// As a run's config says: `train.eval_batch` images per pass, `[data]`'s workers and
+    /// prefetch.
+    pub fn of(config: &ExperimentConfig) -> Self {
+        Self {
+            batch: config.train.eval_batch,
+            workers: config.data.workers,
+            prefetch: config.data.prefetch,
+        }
+    }
 }
 
 /// Embeds every readable image of `set` with `model` (in inference mode), reporting each

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::train::checkpoint::write_atomic;
+use crate::files::write_atomic;
 
 /// A `rows × cols` little-endian float32 matrix in numpy's `.npy` format (version 1.0).
 pub fn npy_f32(values: &[f32], rows: usize, cols: usize) -> Vec<u8> {

@@ -18,8 +18,10 @@
 use std::collections::HashMap;
 
 use burn::tensor::Device;
-use serde_json::{Value, json};
+use serde_json::Value;
 use triplet_loss::Distance;
+
+use crate::run::metrics::Scores;
 
 use super::knn::{KnnError, for_each_ranked};
 
@@ -49,17 +51,24 @@ impl Retrieval {
     /// The metrics under pytorch-metric-learning's key names (`precision_at_1`, `r_precision`,
     /// `mean_average_precision_at_r`, `recall_at_1`, …), plus `queries` counted.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "precision_at_1": self.precision_at_1,
-            "r_precision": self.r_precision,
-            "mean_average_precision_at_r": self.map_at_r,
-        });
-        for (k, r) in RECALL_AT.iter().zip(self.recall_at) {
-            v[format!("recall_at_{k}")] = json!(r);
+        serde_json::to_value(Scores::from(self)).expect("scores serialise")
+    }
+}
+
+impl From<&Retrieval> for Scores {
+    fn from(r: &Retrieval) -> Self {
+        let [recall_at_1, recall_at_2, recall_at_4, recall_at_8] = r.recall_at;
+        Scores {
+            precision_at_1: r.precision_at_1,
+            r_precision: r.r_precision,
+            mean_average_precision_at_r: r.map_at_r,
+            recall_at_1,
+            recall_at_2,
+            recall_at_4,
+            recall_at_8,
+            queries: r.queries,
+            queries_without_relevant_reference: r.total_queries - r.queries,
         }
-        v["queries"] = json!(self.queries);
-        v["queries_without_relevant_reference"] = json!(self.total_queries - self.queries);
-        v
     }
 }
 

@@ -7,4 +7,3 @@ pub mod export;
 pub mod knn;
 pub mod metrics;
 pub mod plot;
-pub mod trained;

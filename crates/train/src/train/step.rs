@@ -25,7 +25,7 @@ pub fn step_on_replicas(
 ) -> (f64, MiningStats, GradientsParams) {
     let main = &replicas[0];
     let image_len = c * h * w;
-    let parts = split_by_class(labels, replicas.len());
+    let parts = shard_by_class(labels, replicas.len());
     let weight = 1.0 / parts.len() as f64;
     let part = |device: &Device, rows: &[usize]| {
         let replica = if device == main {
@@ -75,21 +75,27 @@ pub fn step_on_replicas(
     let mut accumulator = GradientsAccumulator::new();
     let mut value = 0.0;
     let mut stats = MiningStats::default();
+    let (mut sum_d_ap, mut sum_d_an) = (0.0, 0.0);
     for (v, s, grads) in results {
         value += v;
         accumulator.accumulate(model, grads);
         stats.triplets += s.triplets;
         stats.active += s.active;
         stats.anchors_with_triplet += s.anchors_with_triplet;
-        stats.mean_d_ap += s.mean_d_ap * weight;
-        stats.mean_d_an += s.mean_d_an * weight;
+        // The batch's means over all its triplets: each part's mean weighted by its count.
+        sum_d_ap += s.mean_d_ap * s.triplets as f64;
+        sum_d_an += s.mean_d_an * s.triplets as f64;
+    }
+    if stats.triplets > 0 {
+        stats.mean_d_ap = sum_d_ap / stats.triplets as f64;
+        stats.mean_d_an = sum_d_an / stats.triplets as f64;
     }
     (value, stats, accumulator.grads())
 }
 
 /// The batch's rows split into `parts` groups of whole classes (class `j` in order of first
 /// appearance goes to group `j mod parts`), so each group is itself a P×K batch.
-fn split_by_class(labels: &[i64], parts: usize) -> Vec<Vec<usize>> {
+fn shard_by_class(labels: &[i64], parts: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<i64> = Vec::new();
     for &l in labels {
         if !order.contains(&l) {
@@ -185,7 +191,7 @@ mod tests {
             let model = copy(&model);
             for _step in 0..3 {
                 // Expected: each part's update made on its own copy, then their mean.
-                let parts = split_by_class(&labels, replicas);
+                let parts = shard_by_class(&labels, replicas);
                 let mut want = vec![0f32; state_of(&model).len()];
                 for rows in &parts {
                     let part = copy(&model);
@@ -229,9 +235,9 @@ mod tests {
 
     #[test]
     fn whole_classes_go_to_each_part() {
-        let parts = split_by_class(&[7, 7, 3, 3, 9, 9, 1, 1, 5, 5], 2);
+        let parts = shard_by_class(&[7, 7, 3, 3, 9, 9, 1, 1, 5, 5], 2);
         assert_eq!(parts, [vec![0, 1, 4, 5, 8, 9], vec![2, 3, 6, 7]]);
-        assert_eq!(split_by_class(&[1, 1, 2, 2], 1), [vec![0, 1, 2, 3]]);
+        assert_eq!(shard_by_class(&[1, 1, 2, 2], 1), [vec![0, 1, 2, 3]]);
     }
 
     /// Two replicas (here on one device) give the mean of their parts' losses and gradients,
@@ -296,5 +302,61 @@ mod tests {
         for (g, w) in got.iter().zip(&want_grads) {
             assert!((g - w).abs() <= 1e-5 * scale, "{g} vs {w}");
         }
+    }
+
+    /// With `--devices`, the logged mean distances are those of all the batch's triplets: each
+    /// part's mean weighs by its number of triplets (here 32 and 8), not 1/n.
+    #[test]
+    fn replica_means_weigh_parts_by_their_triplets() {
+        let device = Device::flex().autodiff();
+        device.seed(4);
+        let model = EmbeddingModelConfig::new()
+            .with_backbone(SmallCnnConfig::new().with_in_channels(1).into())
+            .with_head(EmbeddingHeadConfig::new().with_dim(8))
+            .init(&device);
+        let loss = TripletLossConfig::new().with_mining(Mining::All).init();
+        let labels = [0i64, 0, 0, 0, 1, 1, 2, 2, 3, 3];
+        let images: Vec<f32> = (0..10 * 64)
+            .map(|i| ((i * 41 + i / 64 * 13) % 23) as f32 / 11.0 - 1.0)
+            .collect();
+        let (_, stats, _) = step_on_replicas(
+            &model,
+            &loss,
+            &[device.clone(), device.clone()],
+            &images,
+            &labels,
+            [1, 8, 8],
+        );
+        let parts = shard_by_class(&labels, 2);
+        let (mut triplets, mut d_ap, mut d_an) = (0u64, 0.0, 0.0);
+        let mut counts = Vec::new();
+        for rows in &parts {
+            let x: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| images[r * 64..(r + 1) * 64].to_vec())
+                .collect();
+            let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
+            let n = rows.len();
+            let x = Tensor::<4>::from_data(TensorData::new(x, [n, 1, 8, 8]), &device);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &device);
+            let s = loss.forward_with_stats(model.forward(x), y).stats;
+            counts.push(s.triplets);
+            triplets += s.triplets;
+            d_ap += s.mean_d_ap * s.triplets as f64;
+            d_an += s.mean_d_an * s.triplets as f64;
+        }
+        assert_eq!(counts, [32, 8]);
+        assert_eq!(stats.triplets, triplets);
+        let (want_ap, want_an) = (d_ap / triplets as f64, d_an / triplets as f64);
+        assert!(
+            (stats.mean_d_ap - want_ap).abs() < 1e-6,
+            "{} vs {want_ap}",
+            stats.mean_d_ap
+        );
+        assert!(
+            (stats.mean_d_an - want_an).abs() < 1e-6,
+            "{} vs {want_an}",
+            stats.mean_d_an
+        );
     }
 }

@@ -6,15 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device};
+use burn::tensor::Device;
 use triplet_model::EmbeddingModel;
 
+use super::weights::{self, WeightsError};
+use super::{CONFIG_FILE, MODEL_FILE, RunDir, checkpoint};
 use crate::config::ExperimentConfig;
+use crate::console::say;
 use crate::data::augment::Transform;
-use crate::train::report::say;
-use crate::train::{checkpoint, input_transform};
 
 /// A model ready for inference, with the config it was trained with.
 pub struct Trained {
@@ -25,7 +24,7 @@ pub struct Trained {
     /// The weights file loaded.
     pub weights: PathBuf,
     /// The run folder, when the weights belong to one.
-    pub run: Option<PathBuf>,
+    pub run: Option<RunDir>,
     /// Which weights these are, for messages (`best checkpoint step-…`, `model file`).
     pub which: String,
     /// The evaluation input transform (normalisation only).
@@ -42,7 +41,7 @@ pub fn native_shape(path: &Path) -> Option<(usize, [usize; 2])> {
 struct Candidate {
     weights: PathBuf,
     config: PathBuf,
-    run: Option<PathBuf>,
+    run: Option<RunDir>,
     which: String,
 }
 
@@ -52,37 +51,30 @@ fn resolve(path: &Path) -> Result<Vec<Candidate>> {
     if !path.exists() {
         bail!("checkpoint {} does not exist", path.display());
     }
-    let run_of = |dir: &Path| -> Option<PathBuf> {
-        let parent = dir.parent()?;
-        if parent.file_name().is_some_and(|n| n == "checkpoints") {
-            parent.parent().map(Path::to_path_buf)
-        } else {
-            Some(dir.to_path_buf())
-        }
-    };
     if path.is_dir() {
-        if path.join("checkpoints").is_dir() {
-            let found = checkpoint::for_inference(path)?;
+        if RunDir::is_run(path) {
+            let run = RunDir::new(path);
+            let found = run.for_inference()?;
             if !found.is_empty() {
                 return Ok(found
                     .into_iter()
                     .map(|(dir, kind)| {
                         let name = dir.file_name().unwrap_or_default().to_string_lossy();
                         Candidate {
-                            weights: dir.join("model.bpk"),
-                            config: dir.join("config.toml"),
-                            run: Some(path.to_path_buf()),
+                            weights: dir.join(MODEL_FILE),
+                            config: dir.join(CONFIG_FILE),
+                            run: Some(run.clone()),
                             which: format!("{kind} checkpoint {name}"),
                         }
                     })
                     .collect());
             }
         }
-        if path.join("model.bpk").is_file() {
+        if path.join(MODEL_FILE).is_file() {
             return Ok(vec![Candidate {
-                weights: path.join("model.bpk"),
-                config: path.join("config.toml"),
-                run: run_of(path),
+                weights: path.join(MODEL_FILE),
+                config: path.join(CONFIG_FILE),
+                run: RunDir::of_folder(path),
                 which: format!("model of {}", path.display()),
             }]);
         }
@@ -93,15 +85,15 @@ fn resolve(path: &Path) -> Result<Vec<Candidate>> {
         );
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    let config = [dir.join("config.toml")]
+    let config = [dir.join(CONFIG_FILE)]
         .into_iter()
-        .chain(run_of(dir).map(|r| r.join("config.toml")))
+        .chain(RunDir::of_folder(dir).map(|r| r.config_file()))
         .find(|c| c.is_file())
-        .unwrap_or_else(|| dir.join("config.toml"));
+        .unwrap_or_else(|| dir.join(CONFIG_FILE));
     Ok(vec![Candidate {
         weights: path.to_path_buf(),
         config,
-        run: run_of(dir),
+        run: RunDir::of_folder(dir),
         which: format!("model file {}", path.display()),
     }])
 }
@@ -191,29 +183,23 @@ fn load_one(
     } else {
         None
     };
-    let transform = Transform {
-        augment: None,
-        ..input_transform(&config, native)
-            .with_context(|| format!("invalid config {}", config_path.display()))
-            .map_err(Load::Other)?
-    };
+    let transform = Transform::for_config(&config, native)
+        .with_context(|| format!("invalid config {}", config_path.display()))
+        .map_err(Load::Other)?
+        .for_evaluation();
     let channels = transform.channels;
     let bytes = std::fs::read(weights)
         .with_context(|| format!("cannot read model weights {}", weights.display()))
         .map_err(Load::Other)?;
-    let model = config.model(channels).init(device);
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| Load::Damaged(format!("model.bpk is not a complete model record ({e})")))?;
-    let model = model
-        .try_load_record(record.cast_to_module_dtype())
-        .map_err(|e| {
-            Load::Other(anyhow::anyhow!(
-                "{} does not hold weights for the model of {} ({} input channels): {e}",
-                weights.display(),
-                config_path.display(),
-                channels
-            ))
-        })?;
+    let model = weights::load(config.model(channels).init(device), bytes).map_err(|e| match e {
+        WeightsError::Incomplete(_) => Load::Damaged(e.to_string()),
+        WeightsError::Mismatch(e) => Load::Other(anyhow::anyhow!(
+            "{} does not hold weights for the model of {} ({} input channels): {e}",
+            weights.display(),
+            config_path.display(),
+            channels
+        )),
+    })?;
     Ok(Trained {
         model,
         config,

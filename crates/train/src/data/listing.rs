@@ -1,14 +1,10 @@
-//! Datasets as lists of `(path, label)`: from a folder with one sub-folder per class, or from a
-//! CSV list (`path,label`, paths relative to the CSV). Only paths and labels are held; images
-//! are decoded later, in the loader's workers.
-//!
-//! Splits: by class (train on some classes, evaluate on unseen ones: the open-set protocol of
-//! metric learning) or within classes (a seeded fraction of each class).
+//! Listing a dataset of image files as `(path, label)` pairs: from a folder with one sub-folder
+//! per class, or from a CSV list (`path,label`, paths relative to the CSV). Only paths and
+//! labels are held; images are decoded later, in the loader's workers. (`idx.rs` reads the
+//! other kind of source, MNIST's IDX files, whose pixels are in the file itself.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-use super::sampler::SplitMix64;
 
 /// File extensions read as images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
@@ -16,7 +12,7 @@ pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
 /// A dataset that cannot be listed, naming the file or folder.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum IndexError {
+pub enum ListingError {
     /// A folder or file could not be read.
     #[error("cannot read {}", path.display())]
     Io {
@@ -51,13 +47,13 @@ pub enum IndexError {
 pub struct Sample {
     /// The image file.
     pub path: PathBuf,
-    /// Index into [`DatasetIndex::classes`].
+    /// Index into [`Listing::classes`].
     pub label: usize,
 }
 
 /// The samples of a dataset and its class names, plus what was skipped while listing it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DatasetIndex {
+pub struct Listing {
     /// Every sample, grouped by class in class order, files sorted by path.
     pub samples: Vec<Sample>,
     /// Class names (folder names or CSV labels), sorted.
@@ -68,13 +64,13 @@ pub struct DatasetIndex {
     pub empty_classes: Vec<String>,
 }
 
-impl DatasetIndex {
+impl Listing {
     /// Lists `root/<class>/**/<image>`: each sub-folder of `root` is a class, images are found
     /// at any depth below it. Files directly in `root` are ignored.
-    pub fn from_folder(root: &Path) -> Result<Self, IndexError> {
+    pub fn from_folder(root: &Path) -> Result<Self, ListingError> {
         let io = |path: &Path| {
             let path = path.to_owned();
-            move |source| IndexError::Io { path, source }
+            move |source| ListingError::Io { path, source }
         };
         let mut class_dirs = Vec::new();
         for entry in std::fs::read_dir(root).map_err(io(root))? {
@@ -84,7 +80,7 @@ impl DatasetIndex {
             }
         }
         class_dirs.sort();
-        let mut index = DatasetIndex::default();
+        let mut index = Listing::default();
         for dir in class_dirs {
             let name = dir
                 .file_name()
@@ -111,13 +107,13 @@ impl DatasetIndex {
 
     /// Reads a CSV list with the header `path,label`; relative paths are taken from the CSV's
     /// folder. Labels are class names (any text); classes are sorted by name.
-    pub fn from_csv(csv_path: &Path) -> Result<Self, IndexError> {
-        let csv_err = |line: usize, reason: String| IndexError::Csv {
+    pub fn from_csv(csv_path: &Path) -> Result<Self, ListingError> {
+        let csv_err = |line: usize, reason: String| ListingError::Csv {
             path: csv_path.to_owned(),
             line,
             reason,
         };
-        let text = std::fs::read_to_string(csv_path).map_err(|source| IndexError::Io {
+        let text = std::fs::read_to_string(csv_path).map_err(|source| ListingError::Io {
             path: csv_path.to_owned(),
             source,
         })?;
@@ -162,9 +158,9 @@ impl DatasetIndex {
         for (path, label) in rows {
             by_class.entry(label).or_default().push(path);
         }
-        let mut index = DatasetIndex {
+        let mut index = Listing {
             skipped_files: skipped,
-            ..DatasetIndex::default()
+            ..Listing::default()
         };
         for (label, mut paths) in by_class {
             paths.sort();
@@ -177,88 +173,15 @@ impl DatasetIndex {
         index.require_two_classes(csv_path)
     }
 
-    fn require_two_classes(self, path: &Path) -> Result<Self, IndexError> {
+    fn require_two_classes(self, path: &Path) -> Result<Self, ListingError> {
         if self.classes.len() < 2 {
-            return Err(IndexError::TooFewClasses {
+            return Err(ListingError::TooFewClasses {
                 path: path.to_owned(),
                 classes: self.classes.len(),
             });
         }
         Ok(self)
     }
-
-    /// Splits by class: classes whose index is in `held_out` go to the second index (unseen
-    /// classes for evaluation), the rest to the first. Labels are renumbered within each part.
-    pub fn split_by_class(&self, held_out: &[usize]) -> (DatasetIndex, DatasetIndex) {
-        let keep = |held: bool| {
-            let mut part = DatasetIndex::default();
-            let mut map = vec![None; self.classes.len()];
-            for (c, name) in self.classes.iter().enumerate() {
-                if held_out.contains(&c) == held {
-                    map[c] = Some(part.classes.len());
-                    part.classes.push(name.clone());
-                }
-            }
-            part.samples = self
-                .samples
-                .iter()
-                .filter_map(|s| {
-                    map[s.label].map(|label| Sample {
-                        path: s.path.clone(),
-                        label,
-                    })
-                })
-                .collect();
-            part
-        };
-        (keep(false), keep(true))
-    }
-
-    /// Splits within classes: about `fraction` of each class's samples (chosen by `seed`, at
-    /// least one when the class has two or more) go to the second index, the rest to the first.
-    /// Both keep every class and its label.
-    pub fn split_within_classes(&self, fraction: f64, seed: u64) -> (DatasetIndex, DatasetIndex) {
-        let labels: Vec<usize> = self.samples.iter().map(|s| s.label).collect();
-        let (kept, held) = within_class_partition(&labels, fraction, seed);
-        let part = |indices: Vec<usize>| DatasetIndex {
-            classes: self.classes.clone(),
-            samples: indices
-                .into_iter()
-                .map(|i| self.samples[i].clone())
-                .collect(),
-            ..DatasetIndex::default()
-        };
-        (part(kept), part(held))
-    }
-}
-
-/// Splits sample indices within classes: about `fraction` of each class (chosen by `seed`, at
-/// least one when the class has two or more, never all) go to the second list. Both lists are
-/// in ascending index order.
-pub(crate) fn within_class_partition(
-    labels: &[usize],
-    fraction: f64,
-    seed: u64,
-) -> (Vec<usize>, Vec<usize>) {
-    let mut by_class: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, &label) in labels.iter().enumerate() {
-        by_class.entry(label).or_default().push(i);
-    }
-    let mut rng = SplitMix64::new(seed ^ 0x5851_F42D_4C95_7F2D);
-    let (mut kept, mut held) = (Vec::new(), Vec::new());
-    for mut members in by_class.into_values() {
-        rng.shuffle(&mut members);
-        let take = if members.len() >= 2 {
-            ((members.len() as f64 * fraction).round() as usize).clamp(1, members.len() - 1)
-        } else {
-            0
-        };
-        held.extend_from_slice(&members[..take]);
-        kept.extend_from_slice(&members[take..]);
-    }
-    kept.sort_unstable();
-    held.sort_unstable();
-    (kept, held)
 }
 
 fn is_image(path: &Path) -> bool {
@@ -268,8 +191,8 @@ fn is_image(path: &Path) -> bool {
 }
 
 /// Every file below `dir`, recursively (hidden entries skipped).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IndexError> {
-    let io = |source| IndexError::Io {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ListingError> {
+    let io = |source| ListingError::Io {
         path: dir.to_owned(),
         source,
     };

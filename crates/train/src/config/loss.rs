@@ -1,0 +1,125 @@
+//! `[loss]`: the triplet loss, as the loss crate's [`TripletLossConfig`] describes it; the
+//! config's names for its options convert into the crate's types.
+
+use serde::{Deserialize, Serialize};
+use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig};
+
+use super::ConfigError;
+
+/// Distances, as named in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistanceKind {
+    /// `‖a − b‖`.
+    Euclidean,
+    /// `‖a − b‖²`.
+    SquaredEuclidean,
+    /// `1 − cos(a, b)`.
+    Cosine,
+}
+
+/// Mining strategies, as named in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MiningKind {
+    /// Every valid triplet.
+    All,
+    /// Hardest positive and negative per anchor.
+    Hard,
+    /// FaceNet's semi-hard negatives.
+    SemiHard,
+}
+
+/// Reductions, as named in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReductionKind {
+    /// Mean over mined triplets.
+    Mean,
+    /// Mean over triplets with a positive loss.
+    MeanActive,
+    /// Sum.
+    Sum,
+}
+
+/// `[loss]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// Margin α. Default: 0.2.
+    pub margin: f64,
+    /// Default: `euclidean`.
+    pub distance: DistanceKind,
+    /// Default: `semi-hard`.
+    pub mining: MiningKind,
+    /// Default: `mean`.
+    pub reduction: ReductionKind,
+    /// Soft margin (softplus) instead of the hinge. Default: false.
+    pub soft: bool,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            margin: 0.2,
+            distance: DistanceKind::Euclidean,
+            mining: MiningKind::SemiHard,
+            reduction: ReductionKind::Mean,
+            soft: false,
+        }
+    }
+}
+
+impl From<DistanceKind> for Distance {
+    fn from(kind: DistanceKind) -> Self {
+        match kind {
+            DistanceKind::Euclidean => Distance::Euclidean,
+            DistanceKind::SquaredEuclidean => Distance::SquaredEuclidean,
+            DistanceKind::Cosine => Distance::Cosine,
+        }
+    }
+}
+
+impl From<MiningKind> for Mining {
+    fn from(kind: MiningKind) -> Self {
+        match kind {
+            MiningKind::All => Mining::All,
+            MiningKind::Hard => Mining::Hard,
+            MiningKind::SemiHard => Mining::SemiHard,
+        }
+    }
+}
+
+impl From<ReductionKind> for Reduction {
+    fn from(kind: ReductionKind) -> Self {
+        match kind {
+            ReductionKind::Mean => Reduction::Mean,
+            ReductionKind::MeanActive => Reduction::MeanActive,
+            ReductionKind::Sum => Reduction::Sum,
+        }
+    }
+}
+
+impl LossConfig {
+    /// The loss crate's config of this section.
+    pub fn triplet_loss(&self) -> TripletLossConfig {
+        TripletLossConfig::new()
+            .with_margin(self.margin)
+            .with_soft(self.soft)
+            .with_distance(self.distance.into())
+            .with_mining(self.mining.into())
+            .with_reduction(self.reduction.into())
+    }
+
+    /// Checks `[loss]` as the loss crate does ([`TripletLossConfig::validate`]), naming the
+    /// field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.triplet_loss().validate().map_err(|e| match e {
+            triplet_loss::ConfigError::Margin(margin) => ConfigError::value(
+                "loss.margin",
+                format!("must be finite and >= 0, got {margin}"),
+            ),
+            other => ConfigError::value("loss", other.to_string()),
+        })
+    }
+}
