@@ -85,15 +85,37 @@
 //! | option | values (default first) | follows |
 //! |---|---|---|
 //! | `margin` | `0.2`, any finite `≥ 0` | FaceNet (Schroff et al., CVPR 2015) |
-//! | `distance` | [`Distance::Euclidean`], [`Distance::SquaredEuclidean`], [`Distance::Cosine`] | PML's `LpDistance()`, FaceNet's squared L2, PML's `CosineSimilarity` |
-//! | `mining` | [`Mining::SemiHard`], [`Mining::Hard`], [`Mining::All`] | FaceNet / TF Addons `TripletSemiHardLoss`; Hermans et al. 2017 ("In Defense of the Triplet Loss") batch-hard and batch-all |
+//! | `distance` | [`Distance::Euclidean`], [`Distance::SquaredEuclidean`], [`Distance::Cosine`] | PML's `LpDistance(normalize_embeddings=False)` (PML's default normalises; ours measures the embeddings as given), FaceNet's squared L2, PML's `CosineSimilarity` |
+//! | `mining` | [`Mining::SemiHard`], [`Mining::Hard`], [`Mining::All`] | FaceNet / TF Addons `TripletSemiHardLoss` (**not** PML's `TripletMarginMiner("semihard")`, which keeps every triplet with `0 < d_an − d_ap ≤ margin`); Hermans et al. 2017 ("In Defense of the Triplet Loss") batch-hard and batch-all (PML's `BatchHardMiner`, and `TripletMarginLoss` without a miner) |
 //! | `reduction` | [`Reduction::Mean`], [`Reduction::MeanActive`], [`Reduction::Sum`] | PML's `MeanReducer`, `AvgNonZeroReducer`, `SumReducer` |
 //! | `soft` | `false`, `true` | soft margin `softplus(d_ap − d_an)`, Hermans et al. 2017 (PML's `smooth_loss` keeps the margin inside; we drop it) |
+//! | `swap` | `false`, `true` | anchor swap, Balntas et al. 2016: `d_an` is the smaller of `d(a,n)` and `d(p,n)` (PyTorch's and PML's `swap=True`) |
+//!
+//! pytorch-metric-learning's default `TripletMarginLoss()` (margin 0.05, `LpDistance()` on
+//! L2-normalised embeddings, every triplet, `AvgNonZeroReducer`) is, on embeddings the model
+//! already normalises (`triplet-model`'s head does by default):
+//!
+//! ```
+//! # use triplet_loss::{Mining, Reduction, TripletLossConfig};
+//! let pml_default = TripletLossConfig::new()
+//!     .with_margin(0.05)
+//!     .with_mining(Mining::All)
+//!     .with_reduction(Reduction::MeanActive);
+//! # let _ = pml_default.init();
+//! ```
 //!
 //! A batch with no triplet (one class only, or every label distinct) gives a loss of 0 that is
 //! still connected to the graph, with a zero gradient: never NaN. The Euclidean distance has a
 //! zero gradient, not NaN, where two embeddings are identical (duplicated images in P×K
 //! batches); a zero vector is at cosine distance 1 from everything.
+//!
+//! Identical embeddings (a collapsed model) put every triplet at the margin with a zero
+//! gradient: the loss stays at `margin` and training cannot move; `MiningStats` shows every
+//! triplet active with `mean_d_ap = mean_d_an = 0`.
+//!
+//! NaN or infinite embeddings make the loss and its gradient NaN, as in PyTorch; the statistics
+//! count the distances that are not finite ([`MiningStats::non_finite`]), so a training loop
+//! can stop on them, and [`mine`] refuses such a matrix with a panic.
 //!
 //! Labels are any integers the device's `Int` type holds (`i32` on flex by default).
 //! Ties between equal distances pick the lowest index (batch-hard on a GPU: the kernel's choice).

@@ -28,9 +28,19 @@ pub struct MiningStats {
     pub mean_d_ap: f64,
     /// Mean `d(a, n)` over the mined triplets (0 without triplets).
     pub mean_d_an: f64,
+    /// Entries of the batch's `B×B` distance matrix that are not finite: NaN or infinite
+    /// embeddings. Anything but 0 means the loss and its gradient are not finite either, and
+    /// the counts above mean nothing (a NaN triplet is never active). Check it, or
+    /// [`is_finite`](Self::is_finite), where training must stop on bad input.
+    pub non_finite: u64,
 }
 
 impl MiningStats {
+    /// Whether every distance the miner saw was finite (see [`non_finite`](Self::non_finite)).
+    pub fn is_finite(&self) -> bool {
+        self.non_finite == 0
+    }
+
     /// The fraction of mined triplets that are active (0 without triplets).
     pub fn active_fraction(&self) -> f64 {
         if self.triplets == 0 {

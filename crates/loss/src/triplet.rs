@@ -5,7 +5,9 @@ use burn::tensor::activation::relu;
 
 use crate::distance::Distance;
 use crate::error::ConfigError;
-use crate::mining::{Mining, device, host, mine_host, mines_faster_on_host, read_batch};
+use crate::mining::{
+    Mining, device, host, mine_host, mines_faster_on_host, read_batch, read_labels,
+};
 use crate::output::{MiningStats, TripletOutput};
 use crate::reduction::Reduction;
 use crate::triplets::Triplets;
@@ -34,6 +36,14 @@ pub struct TripletLossConfig {
     /// 2017). Default: `false`.
     #[config(default = false)]
     pub soft: bool,
+    /// Anchor swap (Balntas et al. 2016, "Learning local feature descriptors with triplets and
+    /// shallow convolutional neural networks"; PyTorch's and PML's `swap=True`): the negative's
+    /// distance is the smaller of `d(a,n)` and `d(p,n)`. Mining is unchanged; the swap applies
+    /// to the loss and its statistics. With [`Mining::All`] the triplets are then materialised
+    /// (`O(T·dim)` memory, `T = B·(K−1)·(B−K)` in a P×K batch) instead of reduced to `B×B`
+    /// weights. Default: `false`.
+    #[config(default = false)]
+    pub swap: bool,
 }
 
 impl TripletLossConfig {
@@ -45,21 +55,26 @@ impl TripletLossConfig {
         Ok(())
     }
 
-    /// Builds the loss.
-    ///
-    /// # Panics
-    /// If [`validate`](Self::validate) fails.
-    pub fn init(&self) -> TripletLoss {
-        if let Err(err) = self.validate() {
-            panic!("invalid TripletLossConfig: {err}");
-        }
-        TripletLoss {
+    /// Builds the loss, or says why the configuration cannot be used.
+    pub fn try_init(&self) -> Result<TripletLoss, ConfigError> {
+        self.validate()?;
+        Ok(TripletLoss {
             margin: self.margin,
             distance: self.distance,
             mining: self.mining,
             reduction: self.reduction,
             soft: self.soft,
-        }
+            swap: self.swap,
+        })
+    }
+
+    /// Builds the loss.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails, with its message; [`try_init`](Self::try_init)
+    /// returns the error instead.
+    pub fn init(&self) -> TripletLoss {
+        self.try_init().unwrap_or_else(|err| panic!("{err}"))
     }
 }
 
@@ -77,6 +92,7 @@ pub struct TripletLoss {
     #[module(skip)]
     reduction: Reduction,
     soft: bool,
+    swap: bool,
 }
 
 impl TripletLoss {
@@ -158,8 +174,11 @@ impl TripletLoss {
         let (dist, classes) = read_batch(dist, labels);
         let triplets = mine_host(&dist, &classes, mining);
         let stats: MiningStats =
-            host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft).into();
-        if !weighted.unwrap_or(triplets.len() * dim > b * b) {
+            host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft, self.swap)
+                .counting_non_finite(&dist)
+                .into();
+        // The swap has no B×B weight form: its triplets are always gathered row-wise.
+        if self.swap || !weighted.unwrap_or(triplets.len() * dim > b * b) {
             let loss = self.loss_of(embeddings, triplets.into_tensors(&device));
             return (loss, stats);
         }
@@ -174,25 +193,69 @@ impl TripletLoss {
         (loss, stats)
     }
 
-    /// The loss of given triplets, with the configured distance, margin and reduction; the
-    /// mining setting is not used. With [`Reduction::Sum`] this is
-    /// `Σ max(d(a,p) − d(a,n) + α, 0)` over the triplets.
+    /// The loss of given triplets (from [`mine`](crate::mine), or one's own), with the
+    /// configured distance, margin and reduction; the mining setting is not used. With
+    /// [`Reduction::Sum`] this is `Σ max(d(a,p) − d(a,n) + α, 0)` over the triplets.
+    ///
+    /// The triplets are used as they are: no labels are known here, so a "positive" of another
+    /// class is not noticed. The indices are read back once to check them (a wait for the
+    /// device). No triplet gives a loss of 0 that is still in the graph.
     ///
     /// # Shapes
     /// - `embeddings`: `[batch, dim]`
-    /// - `anchor`, `positive`, `negative`: `[num_triplets]` row indices into `embeddings`
+    /// - `triplets`: `[num_triplets]` row indices into `embeddings`, each
     /// - output: `[1]`
     ///
     /// # Panics
-    /// If the index tensors differ in length.
-    pub fn forward_triplets(
+    /// If an index is negative or not below `batch`.
+    ///
+    /// # Example
+    /// ```
+    /// # use burn::prelude::*; use triplet_loss::{mine, Distance, Mining, Reduction, TripletLossConfig};
+    /// let device = Device::flex();
+    /// let x = Tensor::<2>::from_data([[0.0, 0.0], [0.0, 2.0], [0.0, 3.0]], &device);
+    /// let y = Tensor::<1, Int>::from_data([0, 0, 1], &device);
+    /// let loss = TripletLossConfig::new().with_margin(1.0).init();
+    /// // Mine once, then use the triplets with one's own selection or weighting.
+    /// let triplets = mine(Distance::Euclidean.pairwise(x.clone(), x.clone()), y, Mining::SemiHard);
+    /// let value: f32 = loss.forward_triplets(x, triplets).into_scalar();
+    /// assert_eq!(value, 1.0);
+    /// ```
+    pub fn forward_triplets(&self, embeddings: Tensor<2>, triplets: Triplets) -> Tensor<1> {
+        check_indices(&triplets, embeddings.dims()[0]);
+        self.loss_of(embeddings, triplets)
+    }
+
+    /// Like [`forward_triplets`](Self::forward_triplets), also returning the statistics of the
+    /// given triplets ([`MiningStats`], from their detached distances).
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[batch, dim]`
+    /// - `triplets`: `[num_triplets]` row indices into `embeddings`, each
+    /// - output: `loss` `[1]`, and `stats`
+    ///
+    /// # Panics
+    /// If an index is negative or not below `batch`.
+    pub fn forward_triplets_with_stats(
         &self,
         embeddings: Tensor<2>,
-        anchor: Tensor<1, Int>,
-        positive: Tensor<1, Int>,
-        negative: Tensor<1, Int>,
-    ) -> Tensor<1> {
-        self.loss_of(embeddings, Triplets::new(anchor, positive, negative))
+        triplets: Triplets,
+    ) -> TripletOutput {
+        let [b, _] = embeddings.dims();
+        let host = check_indices(&triplets, b);
+        let dist = self.mining_distances(&embeddings);
+        let dist: Vec<f32> = dist
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("distance matrix converts to f32");
+        let stats =
+            host::HostStats::of_triplets(&dist, b, &host, self.margin, self.soft, self.swap)
+                .counting_non_finite(&dist)
+                .into();
+        TripletOutput {
+            loss: self.loss_of(embeddings, triplets),
+            stats,
+        }
     }
 
     /// Per-triplet losses from row-wise distances of the gathered embeddings, reduced on the
@@ -204,9 +267,20 @@ impl TripletLoss {
         let anchors = embeddings.clone().select(0, triplets.anchor);
         let positives = embeddings.clone().select(0, triplets.positive);
         let negatives = embeddings.select(0, triplets.negative);
-        let d_ap = self.distance.paired(anchors.clone(), positives);
-        let d_an = self.distance.paired(anchors, negatives);
+        let d_an = self.distance.paired(anchors.clone(), negatives.clone());
+        let d_an = self.swapped(d_an, positives.clone(), negatives);
+        let d_ap = self.distance.paired(anchors, positives);
         self.reduction.reduce(self.per_triplet(d_ap - d_an))
+    }
+
+    /// With [`swap`](TripletLossConfig::swap), the smaller of `d_an` and `d(positives,
+    /// negatives)` row by row (the gradient goes to the smaller); else `d_an`.
+    fn swapped(&self, d_an: Tensor<1>, positives: Tensor<2>, negatives: Tensor<2>) -> Tensor<1> {
+        if self.swap {
+            d_an.min_pair(self.distance.paired(positives, negatives))
+        } else {
+            d_an
+        }
     }
 
     /// The `[B, B]` distance matrix of the detached embeddings: what the miners see.
@@ -234,16 +308,24 @@ impl TripletLoss {
         want_stats: bool,
     ) -> (Tensor<1>, Option<MiningStats>) {
         let dist = self.mining_distances(&embeddings);
+        let non_finite = want_stats.then(|| dist.clone().is_finite().bool_not().float().sum());
         let mined = device::hard(dist, labels);
         let positives = embeddings.clone().select(0, mined.positive);
         let negatives = embeddings.clone().select(0, mined.negative);
-        let d_ap = self.distance.paired(embeddings.clone(), positives);
-        let d_an = self.distance.paired(embeddings, negatives);
+        let d_ap = self.distance.paired(embeddings.clone(), positives.clone());
+        let d_an = self.distance.paired(embeddings, negatives.clone());
+        let d_an = self.swapped(d_an, positives, negatives);
         let valid = mined.valid.float();
+        // With the swap, the statistics see the swapped distance (detached), as the loss does.
+        let mined_d_an = if self.swap {
+            d_an.clone().detach() * valid.clone()
+        } else {
+            mined.d_an
+        };
         let losses = self.per_triplet(d_ap - d_an) * valid.clone();
         let loss = self.reduction.reduce_rows(losses, valid.clone());
         let stats = want_stats.then(|| {
-            let diff = mined.d_ap.clone() - mined.d_an.clone();
+            let diff = mined.d_ap.clone() - mined_d_an.clone();
             let active = if self.soft {
                 valid.clone()
             } else {
@@ -254,7 +336,8 @@ impl TripletLoss {
                     valid.sum(),
                     active.sum(),
                     mined.d_ap.sum(),
-                    mined.d_an.sum(),
+                    mined_d_an.sum(),
+                    non_finite.expect("counted with the statistics"),
                 ],
                 0,
             );
@@ -266,6 +349,7 @@ impl TripletLoss {
                 anchors_with_triplet: triplets,
                 sum_d_ap: sums[2],
                 sum_d_an: sums[3],
+                non_finite: sums[4].round() as u64,
             })
         });
         (loss, stats)
@@ -284,8 +368,25 @@ impl TripletLoss {
                 .pairwise(embeddings.clone(), embeddings.clone())
         };
         let (dist, classes) = read_batch(dist_graph.clone(), labels);
+        if self.swap {
+            // No weight form for the swap: every triplet, gathered row-wise.
+            let [b, _] = embeddings.dims();
+            let triplets = host::all(&classes);
+            let stats = host::HostStats::of_triplets(
+                &dist,
+                b,
+                &triplets,
+                self.margin,
+                self.soft,
+                self.swap,
+            )
+            .counting_non_finite(&dist)
+            .into();
+            let loss = self.loss_of(embeddings, triplets.into_tensors(&device));
+            return TripletOutput { loss, stats };
+        }
         let all = host::all_weights(&dist, &classes, self.margin, self.soft);
-        let stats = MiningStats::from(all.stats);
+        let stats = MiningStats::from(all.stats.counting_non_finite(&dist));
         let scale = self.reduction.scale(stats.triplets, stats.active);
         if stats.triplets == 0 || scale == 0.0 {
             return TripletOutput {
@@ -377,6 +478,33 @@ fn weighted_loss(
 /// A zero loss `[1]` that is still connected to the graph of `embeddings` (gradient 0).
 fn zero_in_graph(embeddings: Tensor<2>) -> Tensor<1> {
     embeddings.mul_scalar(0.0).sum()
+}
+
+/// The triplets' indices on the host, each checked to be a row of a batch of `b`.
+fn check_indices(triplets: &Triplets, b: usize) -> host::IndexTriplets {
+    let read = |t: &Tensor<1, Int>| -> Vec<i64> { read_labels(t.clone()) };
+    let t = host::IndexTriplets {
+        anchor: read(&triplets.anchor),
+        positive: read(&triplets.positive),
+        negative: read(&triplets.negative),
+    };
+    for (name, indices) in [
+        ("anchor", &t.anchor),
+        ("positive", &t.positive),
+        ("negative", &t.negative),
+    ] {
+        if let Some((i, &bad)) = indices
+            .iter()
+            .enumerate()
+            .find(|&(_, &v)| v < 0 || v as usize >= b)
+        {
+            panic!(
+                "triplet {i} has {name} index {bad}, outside the batch of {b} embeddings \
+                 (0..{b})"
+            );
+        }
+    }
+    t
 }
 
 #[cfg(test)]

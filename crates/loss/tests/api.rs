@@ -37,9 +37,24 @@ fn invalid_margins_are_rejected_with_the_value() {
 }
 
 #[test]
-#[should_panic(expected = "invalid TripletLossConfig")]
+#[should_panic(expected = "triplet loss config error: margin must be a finite number >= 0, got -1")]
 fn init_panics_on_an_invalid_config() {
     let _ = TripletLossConfig::new().with_margin(-1.0).init();
+}
+
+#[test]
+fn try_init_returns_the_config_error() {
+    let err = TripletLossConfig::new()
+        .with_margin(-1.0)
+        .try_init()
+        .unwrap_err();
+    assert_eq!(err, ConfigError::Margin(-1.0));
+    // The message carries its prefix once.
+    assert_eq!(
+        err.to_string().matches("triplet loss config error").count(),
+        1
+    );
+    assert!(TripletLossConfig::new().try_init().is_ok());
 }
 
 #[test]
@@ -110,5 +125,63 @@ fn counts_at_a_realistic_batch_size() {
         let grad = common::to_matrix(x.grad(&out.loss.backward()).unwrap());
         assert!(grad.iter().flatten().all(|g| g.is_finite()));
         assert!(grad.iter().flatten().any(|&g| g != 0.0));
+    }
+}
+
+/// The NaN policy: a NaN embedding makes the loss NaN (as in PyTorch), and the statistics say
+/// so (`non_finite`), for every strategy and on the device's batch-hard path too; `mine`
+/// refuses a matrix it cannot mine.
+#[test]
+fn nan_embeddings_are_flagged_in_the_statistics() {
+    for device in [Device::flex(), Device::flex().autodiff()] {
+        let x = Tensor::<2>::from_data(
+            [[0.0, 0.0], [0.0, 1.0], [f32::NAN, 0.0], [2.0, 2.0]],
+            &device,
+        );
+        let y = Tensor::<1, Int>::from_data([0, 0, 1, 1], &device);
+        for mining in [Mining::All, Mining::Hard, Mining::SemiHard] {
+            let out = TripletLossConfig::new()
+                .with_mining(mining)
+                .init()
+                .forward_with_stats(x.clone(), y.clone());
+            // Row 2 against all 4 rows, and column 2 against the other 3.
+            assert_eq!(out.stats.non_finite, 7, "{mining:?}");
+            assert!(!out.stats.is_finite());
+        }
+        let clean = TripletLossConfig::new()
+            .init()
+            .forward_with_stats(x.clone().slice([0..2, 0..2]), y.clone().slice(0..2));
+        assert!(clean.stats.is_finite());
+    }
+}
+
+#[test]
+#[should_panic(expected = "the distance matrix has 1 non-finite entries")]
+fn mine_refuses_a_nan_matrix() {
+    let device = Device::flex();
+    let d = Tensor::<2>::from_data([[0.0, 1.0], [f32::NAN, 0.0]], &device);
+    let y = Tensor::<1, Int>::from_data([0, 1], &device);
+    let _ = triplet_loss::mine(d, y, Mining::All);
+}
+
+/// Identical embeddings (a collapsed model): every triplet sits at the margin with a zero
+/// gradient, so training cannot move (the docs say so; `triplet train` warns).
+#[test]
+fn identical_embeddings_give_the_margin_and_no_gradient() {
+    let device = Device::flex().autodiff();
+    let x = Tensor::<2>::from_data([[0.5, 0.5]; 4], &device).require_grad();
+    let y = Tensor::<1, Int>::from_data([0, 0, 1, 1], &device);
+    for mining in [Mining::All, Mining::Hard, Mining::SemiHard] {
+        let out = TripletLossConfig::new()
+            .with_margin(0.2)
+            .with_mining(mining)
+            .init()
+            .forward_with_stats(x.clone(), y.clone());
+        let value: f32 = out.loss.clone().into_scalar();
+        assert!((value - 0.2).abs() < 1e-6, "{mining:?}: {value}");
+        assert_eq!(out.stats.active, out.stats.triplets);
+        let grad = x.grad(&out.loss.backward()).unwrap();
+        let grad: Vec<f32> = grad.into_data().try_into_vec_as().unwrap();
+        assert!(grad.iter().all(|&g| g == 0.0), "{mining:?}: {grad:?}");
     }
 }

@@ -150,3 +150,92 @@ fn loss_and_gradients_match_pytorch_metric_learning() {
         }
     }
 }
+
+/// `scripts/swap_golden.py`: PML's `TripletMarginLoss(swap=True)` (checked there against a
+/// brute-force loop and PyTorch's `TripletMarginLoss(swap=True)`), batch-all and batch-hard,
+/// three distances, into `tests/fixtures/swap_golden.json`.
+#[derive(Deserialize)]
+struct SwapCase {
+    name: String,
+    distance: String,
+    mining: String,
+    reduction: String,
+    margin: f64,
+    embeddings: Vec<Vec<f32>>,
+    labels: Vec<i64>,
+    triplets: u64,
+    loss: f64,
+    grad: Vec<Vec<f64>>,
+}
+
+#[test]
+fn anchor_swap_matches_pytorch_metric_learning() {
+    #[derive(Deserialize)]
+    struct SwapFixture {
+        cases: Vec<SwapCase>,
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/swap_golden.json"
+    );
+    let fixture: SwapFixture =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("parses");
+    assert_eq!(fixture.cases.len(), 12);
+    for case in &fixture.cases {
+        let as_case = Case {
+            name: case.name.clone(),
+            distance: case.distance.clone(),
+            mining: case.mining.clone(),
+            reduction: case.reduction.clone(),
+            margin: case.margin,
+            soft: false,
+            embeddings: case.embeddings.clone(),
+            labels: case.labels.clone(),
+            loss: case.loss,
+            grad: case.grad.clone(),
+            num_triplets: case.triplets,
+        };
+        let config = as_case.config().with_swap(true);
+        for device in [Device::flex().autodiff(), Device::flex()] {
+            let (b, d) = (case.embeddings.len(), case.embeddings[0].len());
+            let flat: Vec<f32> = case.embeddings.iter().flatten().copied().collect();
+            let x = Tensor::<2>::from_data(TensorData::new(flat, [b, d]), &device);
+            let x = if device.is_autodiff() {
+                x.require_grad()
+            } else {
+                x
+            };
+            let y = Tensor::<1, Int>::from_data(TensorData::new(case.labels.clone(), [b]), &device);
+            let out = config.init().forward_with_stats(x.clone(), y);
+            let got = to_vec(out.loss.clone())[0] as f64;
+            assert!(
+                close(got, case.loss, 1e-5, 1e-6),
+                "{}: loss {got}, PML {}",
+                case.name,
+                case.loss
+            );
+            assert_eq!(out.stats.triplets, case.triplets, "{}", case.name);
+            if !device.is_autodiff() {
+                continue;
+            }
+            let grad = to_matrix(x.grad(&out.loss.backward()).unwrap());
+            let scale = case
+                .grad
+                .iter()
+                .flatten()
+                .fold(0.0f64, |m, g| m.max(g.abs()));
+            for (i, (g, w)) in grad
+                .iter()
+                .flatten()
+                .zip(case.grad.iter().flatten())
+                .enumerate()
+            {
+                assert!(
+                    (g - w).abs() <= 1e-4 * scale + 1e-7,
+                    "{} grad[{i}]: {g} vs PML {w}",
+                    case.name
+                );
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@ mod common;
 
 use burn::prelude::*;
 use common::*;
-use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig, mine};
+use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig, Triplets, mine};
 
 fn ints(t: Tensor<1, Int>) -> Vec<usize> {
     t.into_data()
@@ -160,17 +160,64 @@ fn forward_triplets_sums_the_given_triplets() {
     let device = Device::flex();
     let x = Tensor::<2>::from_data([[0.0, 0.0], [0.0, 2.0], [0.0, 3.0], [1.0, 0.0]], &device);
     let idx = |v: [i64; 3]| Tensor::<1, Int>::from_data(v, &device);
+    let given = || Triplets::new(idx([0, 1, 0]), idx([1, 0, 1]), idx([2, 2, 3]));
     // (0,1,2): 2 − 3 + 1 = 0; (1,0,2): 2 − 1 + 1 = 2; (0,1,3): 2 − 1 + 1 = 2.
     let loss = TripletLossConfig::new()
         .with_margin(1.0)
         .with_reduction(Reduction::Sum)
         .init()
-        .forward_triplets(x.clone(), idx([0, 1, 0]), idx([1, 0, 1]), idx([2, 2, 3]));
+        .forward_triplets(x.clone(), given());
     assert_eq!(to_vec(loss), [4.0]);
     let mean_active = TripletLossConfig::new()
         .with_margin(1.0)
         .with_reduction(Reduction::MeanActive)
+        .init();
+    assert_eq!(
+        to_vec(mean_active.forward_triplets(x.clone(), given())),
+        [2.0]
+    );
+    // The same with statistics: 3 triplets, 2 active, anchors 0 and 1 (in order: 0, 1, 0
+    // counts anchor runs), mean d_ap 2, mean d_an (3 + 1 + 1) / 3.
+    let out = mean_active.forward_triplets_with_stats(x, given());
+    assert_eq!(to_vec(out.loss), [2.0]);
+    assert_eq!((out.stats.triplets, out.stats.active), (3, 2));
+    assert_eq!(out.stats.anchors_with_triplet, 3);
+    assert!((out.stats.mean_d_ap - 2.0).abs() < 1e-6);
+    assert!((out.stats.mean_d_an - 5.0 / 3.0).abs() < 1e-6);
+}
+
+/// What `mine` returns is what `forward_triplets` takes: mining, then the loss of those
+/// triplets, equals the mining loss itself.
+#[test]
+fn mined_triplets_feed_forward_triplets() {
+    let device = Device::flex();
+    for seed in 0..5 {
+        let b = batch(Kind::Pk, seed);
+        let (x, y) = (b.embeddings(&device), b.labels(&device));
+        let loss = TripletLossConfig::new()
+            .with_mining(Mining::SemiHard)
+            .init();
+        let dist = Distance::Euclidean.pairwise(x.clone(), x.clone());
+        let triplets = mine(dist, y.clone(), Mining::SemiHard);
+        let given = loss.forward_triplets_with_stats(x.clone(), triplets);
+        let mined = loss.forward_with_stats(x, y);
+        let (a, b) = (to_vec(given.loss)[0], to_vec(mined.loss)[0]);
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+            "seed {seed}: {a} vs {b}"
+        );
+        assert_eq!(given.stats.triplets, mined.stats.triplets);
+        assert_eq!(given.stats.active, mined.stats.active);
+    }
+}
+
+#[test]
+#[should_panic(expected = "triplet 1 has negative index 7, outside the batch of 3 embeddings")]
+fn out_of_range_triplet_indices_are_named() {
+    let device = Device::flex();
+    let x = Tensor::<2>::from_data([[0.0, 0.0], [0.0, 2.0], [0.0, 3.0]], &device);
+    let idx = |v: [i64; 2]| Tensor::<1, Int>::from_data(v, &device);
+    let _ = TripletLossConfig::new()
         .init()
-        .forward_triplets(x, idx([0, 1, 0]), idx([1, 0, 1]), idx([2, 2, 3]));
-    assert_eq!(to_vec(mean_active), [2.0]);
+        .forward_triplets(x, Triplets::new(idx([0, 1]), idx([1, 0]), idx([2, 7])));
 }

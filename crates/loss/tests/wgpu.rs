@@ -90,6 +90,34 @@ fn wgpu_matches_flex() {
         triplets.len(),
         common::mine(Mining::SemiHard, &d, &batch.y).len()
     );
+    // The anchor swap on the device's batch-hard path (flex takes the host miner): the same
+    // loss, statistics and gradient.
+    let swap = |device: &Device| {
+        let device = device.clone().autodiff();
+        let x = batch.embeddings(&device).require_grad();
+        let out = TripletLossConfig::new()
+            .with_mining(Mining::Hard)
+            .with_margin(0.5)
+            .with_swap(true)
+            .init()
+            .forward_with_stats(x.clone(), batch.labels(&device));
+        let grad = to_matrix(x.grad(&out.loss.backward()).unwrap());
+        (to_vec(out.loss)[0] as f64, out.stats, grad)
+    };
+    let ((gpu_loss, gpu_stats, gpu_grad), (cpu_loss, cpu_stats, cpu_grad)) =
+        (swap(&gpu), swap(&cpu));
+    assert!(
+        close(gpu_loss, cpu_loss, 1e-4, 1e-5),
+        "swap: {gpu_loss} vs {cpu_loss}"
+    );
+    assert_eq!(
+        (gpu_stats.triplets, gpu_stats.active),
+        (cpu_stats.triplets, cpu_stats.active)
+    );
+    assert!(close(gpu_stats.mean_d_an, cpu_stats.mean_d_an, 1e-4, 1e-5));
+    for (g, c) in gpu_grad.iter().flatten().zip(cpu_grad.iter().flatten()) {
+        assert!(close(*g, *c, 1e-3, 1e-5), "swap: gradient {g} vs {c}");
+    }
     // And the plain (non-autodiff) device.
     let loss = TripletLossConfig::new()
         .init()

@@ -273,6 +273,11 @@ pub(crate) struct AllWeights {
     pub stats: HostStats,
 }
 
+/// How many values of `dist` are NaN or infinite.
+pub(crate) fn count_non_finite(dist: &[f32]) -> u64 {
+    dist.iter().filter(|v| !v.is_finite()).count() as u64
+}
+
 /// Statistics over mined triplets, accumulated in `f64`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct HostStats {
@@ -281,6 +286,8 @@ pub(crate) struct HostStats {
     pub anchors_with_triplet: u64,
     pub sum_d_ap: f64,
     pub sum_d_an: f64,
+    /// Non-finite entries of the distance matrix.
+    pub non_finite: u64,
 }
 
 impl From<HostStats> for MiningStats {
@@ -298,6 +305,7 @@ impl From<HostStats> for MiningStats {
             anchors_with_triplet: s.anchors_with_triplet,
             mean_d_ap: mean(s.sum_d_ap),
             mean_d_an: mean(s.sum_d_an),
+            non_finite: s.non_finite,
         }
     }
 }
@@ -309,18 +317,36 @@ impl HostStats {
         self.anchors_with_triplet += other.anchors_with_triplet;
         self.sum_d_ap += other.sum_d_ap;
         self.sum_d_an += other.sum_d_an;
+        self.non_finite += other.non_finite;
         self
     }
 
-    /// Statistics of explicit triplets.
-    pub fn of_triplets(dist: &[f32], b: usize, t: &IndexTriplets, margin: f64, soft: bool) -> Self {
+    /// These statistics with the non-finite entries of `dist` counted.
+    pub fn counting_non_finite(mut self, dist: &[f32]) -> Self {
+        self.non_finite = count_non_finite(dist);
+        self
+    }
+
+    /// Statistics of explicit triplets; with `swap`, `d(a,n)` is the smaller of `d(a,n)` and
+    /// `d(p,n)`, as the loss takes it.
+    pub fn of_triplets(
+        dist: &[f32],
+        b: usize,
+        t: &IndexTriplets,
+        margin: f64,
+        soft: bool,
+        swap: bool,
+    ) -> Self {
         let mut stats = HostStats {
             triplets: t.len() as u64,
             ..HostStats::default()
         };
         let mut last_anchor = None;
         for (a, p, n) in t.iter() {
-            let (d_ap, d_an) = (dist[a * b + p] as f64, dist[a * b + n] as f64);
+            let (d_ap, mut d_an) = (dist[a * b + p] as f64, dist[a * b + n] as f64);
+            if swap {
+                d_an = d_an.min(dist[p * b + n] as f64);
+            }
             stats.sum_d_ap += d_ap;
             stats.sum_d_an += d_an;
             if triplet_loss(d_ap - d_an, margin, soft) > 0.0 {
@@ -587,7 +613,7 @@ mod tests {
             // Per-triplet loops over every materialised triplet.
             let every = all(&classes);
             let (weights, loss) = triplet_weights(&d, b, &every, margin, soft);
-            let stats = HostStats::of_triplets(&d, b, &every, margin, soft);
+            let stats = HostStats::of_triplets(&d, b, &every, margin, soft, false);
             let (triplets, active) = (stats.triplets, stats.active);
             assert_eq!(got.stats.triplets, triplets);
             assert_eq!(got.stats.active, active);

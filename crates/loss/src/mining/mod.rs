@@ -62,7 +62,8 @@ impl Default for Mining {
 ///   positive, then negative
 ///
 /// # Panics
-/// If `dist` is not square or `labels` does not have one entry per row.
+/// If `dist` is not square, `labels` does not have one entry per row, or `dist` holds a NaN or
+/// an infinity (NaN or infinite embeddings: no triplet of them means anything).
 ///
 /// # Example
 /// ```
@@ -79,6 +80,12 @@ impl Default for Mining {
 pub fn mine(dist: Tensor<2>, labels: Tensor<1, Int>, mining: Mining) -> Triplets {
     let device = dist.device();
     let (dist, classes) = read_batch(dist, labels);
+    let bad = host::count_non_finite(&dist);
+    assert!(
+        bad == 0,
+        "the distance matrix has {bad} non-finite entries (NaN or infinite embeddings): \
+         nothing can be mined from it"
+    );
     mine_host(&dist, &classes, mining).into_tensors(&device)
 }
 
