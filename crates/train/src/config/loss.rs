@@ -56,6 +56,9 @@ pub struct LossConfig {
     pub reduction: ReductionKind,
     /// Soft margin (softplus) instead of the hinge. Default: false.
     pub soft: bool,
+    /// Anchor swap: the negative's distance is the smaller of `d(a,n)` and `d(p,n)`
+    /// (PyTorch's and PML's `swap=True`). Default: false.
+    pub swap: bool,
 }
 
 impl Default for LossConfig {
@@ -66,6 +69,7 @@ impl Default for LossConfig {
             mining: MiningKind::SemiHard,
             reduction: ReductionKind::Mean,
             soft: false,
+            swap: false,
         }
     }
 }
@@ -106,6 +110,7 @@ impl LossConfig {
         TripletLossConfig::new()
             .with_margin(self.margin)
             .with_soft(self.soft)
+            .with_swap(self.swap)
             .with_distance(self.distance.into())
             .with_mining(self.mining.into())
             .with_reduction(self.reduction.into())

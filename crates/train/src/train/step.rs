@@ -27,8 +27,13 @@ pub fn step_on_replicas(
     let image_len = c * h * w;
     let parts = shard_by_class(labels, replicas.len());
     let weight = 1.0 / parts.len() as f64;
-    let part = |device: &Device, rows: &[usize]| {
-        let replica = if device == main {
+    let part = |index: usize, device: &Device, rows: &[usize]| {
+        // Every replica but the first gets parameters of its own (`fork`, same ids, shared
+        // BatchNorm running states), even on the first's device (`--devices 0,0`): two threads
+        // building graphs on the same autodiff leaves deadlock in Burn 0.22.1 (one merges the
+        // graphs while the other's backward cleans them up, each holding the lock the other
+        // waits for).
+        let replica = if index == 0 {
             model.clone()
         } else {
             model.clone().fork(device)
@@ -57,13 +62,14 @@ pub fn step_on_replicas(
         (value, output.stats, grads)
     };
     let results: Vec<(f64, MiningStats, GradientsParams)> = if parts.len() == 1 {
-        vec![part(main, &parts[0])]
+        vec![part(0, main, &parts[0])]
     } else {
         std::thread::scope(|scope| {
             let handles: Vec<_> = replicas
                 .iter()
                 .zip(&parts)
-                .map(|(device, rows)| scope.spawn(|| part(device, rows)))
+                .enumerate()
+                .map(|(i, (device, rows))| scope.spawn(move || part(i, device, rows)))
                 .collect();
             handles
                 .into_iter()
@@ -82,6 +88,7 @@ pub fn step_on_replicas(
         stats.triplets += s.triplets;
         stats.active += s.active;
         stats.anchors_with_triplet += s.anchors_with_triplet;
+        stats.non_finite += s.non_finite;
         // The batch's means over all its triplets: each part's mean weighted by its count.
         sum_d_ap += s.mean_d_ap * s.triplets as f64;
         sum_d_an += s.mean_d_an * s.triplets as f64;
@@ -131,9 +138,39 @@ pub(crate) fn settle_running_stats(model: &EmbeddingModel) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::embed::model_device;
     use burn::module::{ModuleVisitor, Param};
-    use triplet_loss::{Mining, TripletLossConfig};
+    use triplet_loss::{Mining, TripletLossConfig, TripletOutput};
     use triplet_model::{EmbeddingHeadConfig, EmbeddingModelConfig, SmallCnnConfig};
+
+    /// The reference CNN on 1×8×8 images with 8-d embeddings, on `device`'s current seed.
+    fn small_model(device: &Device) -> EmbeddingModel {
+        EmbeddingModelConfig::new()
+            .with_backbone(SmallCnnConfig::new().with_in_channels(1).into())
+            .with_head(EmbeddingHeadConfig::new().with_dim(8))
+            .init(device)
+    }
+
+    /// The loss and statistics of the batch rows `rows` (1×8×8 images) on their own, as one
+    /// replica computes them.
+    fn part_output(
+        model: &EmbeddingModel,
+        loss: &TripletLoss,
+        images: &[f32],
+        labels: &[i64],
+        rows: &[usize],
+    ) -> TripletOutput {
+        let device = model_device(model);
+        let x: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| images[r * 64..(r + 1) * 64].to_vec())
+            .collect();
+        let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
+        let n = rows.len();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [n, 1, 8, 8]), &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &device);
+        loss.forward_with_stats(model.forward(x), y)
+    }
 
     /// Every gradient of `model`'s parameters in `grads`, flattened in visiting order.
     fn flat(model: &EmbeddingModel, grads: &GradientsParams) -> Vec<f32> {
@@ -246,10 +283,7 @@ mod tests {
     fn replicas_average_their_parts() {
         let device = Device::flex().autodiff();
         device.seed(3);
-        let model = EmbeddingModelConfig::new()
-            .with_backbone(SmallCnnConfig::new().with_in_channels(1).into())
-            .with_head(EmbeddingHeadConfig::new().with_dim(8))
-            .init(&device);
+        let model = small_model(&device);
         let loss = TripletLossConfig::new()
             .with_mining(Mining::All)
             .with_margin(1.0)
@@ -270,14 +304,7 @@ mod tests {
         let mut want_grads: Vec<f32> = Vec::new();
         let mut triplets = 0;
         for rows in [[0usize, 1, 4, 5], [2, 3, 6, 7]] {
-            let x: Vec<f32> = rows
-                .iter()
-                .flat_map(|&r| images[r * 64..(r + 1) * 64].to_vec())
-                .collect();
-            let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
-            let x = Tensor::<4>::from_data(TensorData::new(x, [4, 1, 8, 8]), &device);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [4]), &device);
-            let out = loss.forward_with_stats(model.forward(x), y);
+            let out = part_output(&model, &loss, &images, &labels, &rows);
             want_value += 0.5 * f64::from(out.loss.clone().into_scalar::<f32>());
             triplets += out.stats.triplets;
             let g = flat(
@@ -310,10 +337,7 @@ mod tests {
     fn replica_means_weigh_parts_by_their_triplets() {
         let device = Device::flex().autodiff();
         device.seed(4);
-        let model = EmbeddingModelConfig::new()
-            .with_backbone(SmallCnnConfig::new().with_in_channels(1).into())
-            .with_head(EmbeddingHeadConfig::new().with_dim(8))
-            .init(&device);
+        let model = small_model(&device);
         let loss = TripletLossConfig::new().with_mining(Mining::All).init();
         let labels = [0i64, 0, 0, 0, 1, 1, 2, 2, 3, 3];
         let images: Vec<f32> = (0..10 * 64)
@@ -331,15 +355,7 @@ mod tests {
         let (mut triplets, mut d_ap, mut d_an) = (0u64, 0.0, 0.0);
         let mut counts = Vec::new();
         for rows in &parts {
-            let x: Vec<f32> = rows
-                .iter()
-                .flat_map(|&r| images[r * 64..(r + 1) * 64].to_vec())
-                .collect();
-            let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
-            let n = rows.len();
-            let x = Tensor::<4>::from_data(TensorData::new(x, [n, 1, 8, 8]), &device);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &device);
-            let s = loss.forward_with_stats(model.forward(x), y).stats;
+            let s = part_output(&model, &loss, &images, &labels, rows).stats;
             counts.push(s.triplets);
             triplets += s.triplets;
             d_ap += s.mean_d_ap * s.triplets as f64;
