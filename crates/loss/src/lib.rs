@@ -86,7 +86,7 @@
 //! |---|---|---|
 //! | `margin` | `0.2`, any finite `≥ 0` | FaceNet (Schroff et al., CVPR 2015) |
 //! | `distance` | [`Distance::Euclidean`], [`Distance::SquaredEuclidean`], [`Distance::Cosine`] | PML's `LpDistance(normalize_embeddings=False)` (PML's default normalises; ours measures the embeddings as given), FaceNet's squared L2, PML's `CosineSimilarity` |
-//! | `mining` | [`Mining::SemiHard`], [`Mining::Hard`], [`Mining::All`] | FaceNet / TF Addons `TripletSemiHardLoss` (**not** PML's `TripletMarginMiner("semihard")`, which keeps every triplet with `0 < d_an − d_ap ≤ margin`); Hermans et al. 2017 ("In Defense of the Triplet Loss") batch-hard and batch-all (PML's `BatchHardMiner`, and `TripletMarginLoss` without a miner) |
+//! | `mining` | [`Mining::SemiHard`], [`Mining::Hard`], [`Mining::All`], [`Mining::PmlSemiHard`] | FaceNet / TF Addons `TripletSemiHardLoss` (**not** PML's `TripletMarginMiner("semihard")`, which keeps every triplet with `0 < d_an − d_ap ≤ margin`: that one is [`Mining::PmlSemiHard`]); Hermans et al. 2017 ("In Defense of the Triplet Loss") batch-hard and batch-all (PML's `BatchHardMiner`, and `TripletMarginLoss` without a miner) |
 //! | `reduction` | [`Reduction::Mean`], [`Reduction::MeanActive`], [`Reduction::Sum`] | PML's `MeanReducer`, `AvgNonZeroReducer`, `SumReducer` |
 //! | `soft` | `false`, `true` | soft margin `softplus(d_ap − d_an)`, Hermans et al. 2017 (PML's `smooth_loss` keeps the margin inside; we drop it) |
 //! | `swap` | `false`, `true` | anchor swap, Balntas et al. 2016: `d_an` is the smaller of `d(a,n)` and `d(p,n)` (PyTorch's and PML's `swap=True`) |
@@ -169,7 +169,7 @@ mod weighted;
 pub use crate::{
     distance::Distance,
     error::ConfigError,
-    mining::{Mining, mine},
+    mining::{Mining, PML_MINER_MARGIN, mine, mine_with_margin},
     output::{MiningStats, TripletOutput},
     reduction::Reduction,
     triplet::{TripletLoss, TripletLossConfig},

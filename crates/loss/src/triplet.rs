@@ -172,7 +172,7 @@ impl TripletLoss {
         let device = embeddings.device();
         let dist = self.mining_distances(&embeddings);
         let (dist, classes) = read_batch(dist, labels);
-        let triplets = mine_host(&dist, &classes, mining);
+        let triplets = mine_host(&dist, &classes, mining, self.margin);
         let stats: MiningStats =
             host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft, self.swap)
                 .counting_non_finite(&dist)

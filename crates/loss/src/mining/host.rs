@@ -245,6 +245,31 @@ pub(crate) fn semi_hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
     concat(parts)
 }
 
+/// pytorch-metric-learning's "semihard" rule (`TripletMarginMiner(type_of_triplets=
+/// "semihard")`): every valid triplet with `0 < d_an − d_ap ≤ margin`, ordered by anchor,
+/// positive, negative. `O(Σₐ |P(a)|·|N(a)|)` time; memory proportional to the triplets kept.
+pub(crate) fn pml_semi_hard(dist: &[f32], classes: &Classes, margin: f64) -> IndexTriplets {
+    let b = classes.len();
+    let parts = par_anchors(b, &mut [] as &mut [u8], 0, |anchors, _| {
+        let mut out = IndexTriplets::default();
+        for a in anchors {
+            let own = classes.id[a];
+            let row = &dist[a * b..(a + 1) * b];
+            for p in classes.positives(a) {
+                let d_ap = f64::from(row[p]);
+                for (n, &d) in row.iter().enumerate() {
+                    let gap = f64::from(d) - d_ap;
+                    if classes.id[n] != own && gap > 0.0 && gap <= margin {
+                        out.push(a, p, n);
+                    }
+                }
+            }
+        }
+        out
+    });
+    concat(parts)
+}
+
 /// Every valid triplet `(a, p, n)`, ordered by anchor, positive, negative. Memory is
 /// proportional to their number: for inspection and small batches only.
 pub(crate) fn all(classes: &Classes) -> IndexTriplets {

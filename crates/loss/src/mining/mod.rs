@@ -26,6 +26,11 @@ use crate::triplets::Triplets;
 ///   `TripletSemiHardLoss`): for every positive pair `(a, p)` whose anchor has a negative, the
 ///   nearest negative with `D[a,n] > D[a,p]` (strictly), or, if none is that far, the farthest
 ///   negative.
+/// - [`Mining::PmlSemiHard`] (pytorch-metric-learning's `TripletMarginMiner(margin,
+///   type_of_triplets="semihard")`): every `(a, p, n)` with `0 < D[a,n] − D[a,p] ≤ margin`, the
+///   loss's margin. It is **not** FaceNet's rule: it keeps no triplet whose negative is closer
+///   than the positive, and many per pair; it is here so that PML code can be ported with its
+///   numbers.
 ///
 /// Ties pick the lowest index, except batch-hard inside the loss on GPU devices, which takes
 /// the `argmax`/`argmin` kernel's choice (loss values and statistics do not depend on it; which
@@ -39,6 +44,9 @@ pub enum Mining {
     Hard,
     /// One semi-hard negative per positive pair (FaceNet).
     SemiHard,
+    /// Every triplet in the band `0 < d_an − d_ap ≤ margin` (pytorch-metric-learning's
+    /// "semihard" `TripletMarginMiner`).
+    PmlSemiHard,
 }
 
 // Written out: `#[derive(Config)]` on an enum does not accept `#[default]` variants.
@@ -78,6 +86,24 @@ impl Default for Mining {
 /// assert_eq!(negatives, [2, 2]);
 /// ```
 pub fn mine(dist: Tensor<2>, labels: Tensor<1, Int>, mining: Mining) -> Triplets {
+    mine_with_margin(dist, labels, mining, PML_MINER_MARGIN)
+}
+
+/// pytorch-metric-learning's default `TripletMarginMiner` margin, which [`mine`] gives
+/// [`Mining::PmlSemiHard`].
+pub const PML_MINER_MARGIN: f64 = 0.2;
+
+/// [`mine`] with the band's margin for [`Mining::PmlSemiHard`] (the other rules have no
+/// margin). The loss mines that rule with its own margin.
+///
+/// # Panics
+/// As [`mine`].
+pub fn mine_with_margin(
+    dist: Tensor<2>,
+    labels: Tensor<1, Int>,
+    mining: Mining,
+    margin: f64,
+) -> Triplets {
     let device = dist.device();
     let (dist, classes) = read_batch(dist, labels);
     let bad = host::count_non_finite(&dist);
@@ -86,7 +112,7 @@ pub fn mine(dist: Tensor<2>, labels: Tensor<1, Int>, mining: Mining) -> Triplets
         "the distance matrix has {bad} non-finite entries (NaN or infinite embeddings): \
          nothing can be mined from it"
     );
-    mine_host(&dist, &classes, mining).into_tensors(&device)
+    mine_host(&dist, &classes, mining, margin).into_tensors(&device)
 }
 
 /// Whether batch-hard is cheaper through the host miner than on the device: true for Burn's
@@ -112,8 +138,10 @@ pub(crate) fn mine_host(
     dist: &[f32],
     classes: &host::Classes,
     mining: Mining,
+    margin: f64,
 ) -> host::IndexTriplets {
     match mining {
+        Mining::PmlSemiHard => host::pml_semi_hard(dist, classes, margin),
         Mining::All => host::all(classes),
         Mining::Hard => host::hard(dist, classes),
         Mining::SemiHard => host::semi_hard(dist, classes),

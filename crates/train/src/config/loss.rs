@@ -28,6 +28,9 @@ pub enum MiningKind {
     Hard,
     /// FaceNet's semi-hard negatives.
     SemiHard,
+    /// pytorch-metric-learning's "semihard" miner: every triplet with
+    /// `0 < d_an − d_ap ≤ margin` (not FaceNet's rule; for reproducing PML runs).
+    PmlSemiHard,
 }
 
 /// Reductions, as named in the config.
@@ -90,6 +93,7 @@ impl From<MiningKind> for Mining {
             MiningKind::All => Mining::All,
             MiningKind::Hard => Mining::Hard,
             MiningKind::SemiHard => Mining::SemiHard,
+            MiningKind::PmlSemiHard => Mining::PmlSemiHard,
         }
     }
 }
@@ -126,5 +130,38 @@ impl LossConfig {
             ),
             other => ConfigError::value("loss", other.to_string()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ExperimentConfig;
+    use super::*;
+
+    #[test]
+    fn the_config_names_reach_the_loss_crate() {
+        let config = ExperimentConfig::from_toml(
+            "[loss]\nmining = \"pml-semi-hard\"\nswap = true\ndistance = \"cosine\"\n\
+             reduction = \"mean-active\"\nmargin = 0.05\n",
+        )
+        .unwrap();
+        let loss = config.loss();
+        assert_eq!(
+            (loss.mining, loss.distance, loss.reduction, loss.swap),
+            (
+                Mining::PmlSemiHard,
+                Distance::Cosine,
+                Reduction::MeanActive,
+                true
+            )
+        );
+        assert_eq!(loss.margin, 0.05);
+        // The margin is checked by the loss crate, and named as the config's field.
+        let bad = ExperimentConfig::from_toml("[loss]\nmargin = -1.0\n").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid config: loss.margin must be finite and >= 0, got -1"
+        );
     }
 }

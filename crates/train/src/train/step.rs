@@ -82,6 +82,7 @@ pub fn step_on_replicas(
     let mut value = 0.0;
     let mut stats = MiningStats::default();
     let (mut sum_d_ap, mut sum_d_an) = (0.0, 0.0);
+    let single = results.len() == 1;
     for (v, s, grads) in results {
         value += v;
         accumulator.accumulate(model, grads);
@@ -89,11 +90,16 @@ pub fn step_on_replicas(
         stats.active += s.active;
         stats.anchors_with_triplet += s.anchors_with_triplet;
         stats.non_finite += s.non_finite;
+        if single {
+            // One replica: its means as they are (m·t/t need not round back to m).
+            stats.mean_d_ap = s.mean_d_ap;
+            stats.mean_d_an = s.mean_d_an;
+        }
         // The batch's means over all its triplets: each part's mean weighted by its count.
         sum_d_ap += s.mean_d_ap * s.triplets as f64;
         sum_d_an += s.mean_d_an * s.triplets as f64;
     }
-    if stats.triplets > 0 {
+    if !single && stats.triplets > 0 {
         stats.mean_d_ap = sum_d_ap / stats.triplets as f64;
         stats.mean_d_an = sum_d_an / stats.triplets as f64;
     }
