@@ -55,7 +55,7 @@ mod common;
 use burn::prelude::*;
 use common::{close, to_matrix, to_vec};
 use serde::Deserialize;
-use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig};
+use triplet_loss::{Distance, Mining, MiningStats, Reduction, TripletLossConfig};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -79,30 +79,36 @@ struct Case {
 
 impl Case {
     fn config(&self) -> TripletLossConfig {
-        let distance = match self.distance.as_str() {
-            "euclidean" => Distance::Euclidean,
-            "squared_euclidean" => Distance::SquaredEuclidean,
-            "cosine" => Distance::Cosine,
-            other => panic!("{}: unknown distance {other}", self.name),
-        };
-        let mining = match self.mining.as_str() {
-            "all" => Mining::All,
-            "hard" => Mining::Hard,
-            other => panic!("{}: unknown mining {other}", self.name),
-        };
-        let reduction = match self.reduction.as_str() {
-            "mean" => Reduction::Mean,
-            "mean_active" => Reduction::MeanActive,
-            "sum" => Reduction::Sum,
-            other => panic!("{}: unknown reduction {other}", self.name),
-        };
-        TripletLossConfig::new()
-            .with_distance(distance)
-            .with_mining(mining)
-            .with_reduction(reduction)
+        config_of(&self.name, &self.distance, &self.mining, &self.reduction)
             .with_margin(self.margin)
             .with_soft(self.soft)
     }
+}
+
+/// The config a reference case names (distance, mining, reduction), with the defaults
+/// otherwise.
+fn config_of(name: &str, distance: &str, mining: &str, reduction: &str) -> TripletLossConfig {
+    let distance = match distance {
+        "euclidean" => Distance::Euclidean,
+        "squared_euclidean" => Distance::SquaredEuclidean,
+        "cosine" => Distance::Cosine,
+        other => panic!("{name}: unknown distance {other}"),
+    };
+    let mining = match mining {
+        "all" => Mining::All,
+        "hard" => Mining::Hard,
+        other => panic!("{name}: unknown mining {other}"),
+    };
+    let reduction = match reduction {
+        "mean" => Reduction::Mean,
+        "mean_active" => Reduction::MeanActive,
+        "sum" => Reduction::Sum,
+        other => panic!("{name}: unknown reduction {other}"),
+    };
+    TripletLossConfig::new()
+        .with_distance(distance)
+        .with_mining(mining)
+        .with_reduction(reduction)
 }
 
 fn fixture() -> Fixture {
@@ -113,65 +119,80 @@ fn fixture() -> Fixture {
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture parses")
 }
 
+/// Runs `config` on a reference batch on `device` and checks the loss (1e-5 relative) and, on
+/// an autodiff device, its gradient (1e-4 of the largest entry) against the reference's;
+/// returns the statistics.
+fn check_case(
+    name: &str,
+    config: &TripletLossConfig,
+    embeddings: &[Vec<f32>],
+    labels: &[i64],
+    (loss, grad): (f64, &[Vec<f64>]),
+    device: &Device,
+) -> MiningStats {
+    let (b, d) = (embeddings.len(), embeddings[0].len());
+    let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
+    let x = Tensor::<2>::from_data(TensorData::new(flat, [b, d]), device);
+    let x = if device.is_autodiff() {
+        x.require_grad()
+    } else {
+        x
+    };
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), device);
+    let out = config.init().forward_with_stats(x.clone(), y);
+    let got = to_vec(out.loss.clone())[0] as f64;
+    assert!(
+        close(got, loss, 1e-5, 1e-6),
+        "{name}: loss {got}, PML {loss}"
+    );
+    if device.is_autodiff() {
+        let got = to_matrix(x.grad(&out.loss.backward()).unwrap());
+        let scale = grad.iter().flatten().fold(0.0f64, |m, g| m.max(g.abs()));
+        for (i, (g, w)) in got.iter().flatten().zip(grad.iter().flatten()).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * scale + 1e-7,
+                "{name} grad[{i}]: {g} vs PML {w}"
+            );
+        }
+    }
+    out.stats
+}
+
 #[test]
 fn loss_and_gradients_match_pytorch_metric_learning() {
     let cases = fixture().cases;
     assert!(cases.len() >= 30);
     for case in &cases {
-        let device = Device::flex().autodiff();
-        let (b, d) = (case.embeddings.len(), case.embeddings[0].len());
-        let flat: Vec<f32> = case.embeddings.iter().flatten().copied().collect();
-        let x = Tensor::<2>::from_data(TensorData::new(flat, [b, d]), &device).require_grad();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(case.labels.clone(), [b]), &device);
-        let out = case.config().init().forward_with_stats(x.clone(), y);
-        let got = to_vec(out.loss.clone())[0] as f64;
-        assert!(
-            close(got, case.loss, 1e-5, 1e-6),
-            "{}: loss {got}, PML {}",
-            case.name,
-            case.loss
+        let stats = check_case(
+            &case.name,
+            &case.config(),
+            &case.embeddings,
+            &case.labels,
+            (case.loss, &case.grad),
+            &Device::flex().autodiff(),
         );
-        assert_eq!(out.stats.triplets, case.num_triplets, "{}", case.name);
-        let grad = to_matrix(x.grad(&out.loss.backward()).unwrap());
-        let scale = case
-            .grad
-            .iter()
-            .flatten()
-            .fold(0.0f64, |m, g| m.max(g.abs()));
-        for (i, (g, w)) in grad
-            .iter()
-            .flatten()
-            .zip(case.grad.iter().flatten())
-            .enumerate()
-        {
-            assert!(
-                (g - w).abs() <= 1e-4 * scale + 1e-7,
-                "{} grad[{i}]: {g} vs PML {w}",
-                case.name
-            );
-        }
+        assert_eq!(stats.triplets, case.num_triplets, "{}", case.name);
     }
 }
 
 /// `scripts/swap_golden.py`: PML's `TripletMarginLoss(swap=True)` (checked there against a
 /// brute-force loop and PyTorch's `TripletMarginLoss(swap=True)`), batch-all and batch-hard,
 /// three distances, into `tests/fixtures/swap_golden.json`.
-#[derive(Deserialize)]
-struct SwapCase {
-    name: String,
-    distance: String,
-    mining: String,
-    reduction: String,
-    margin: f64,
-    embeddings: Vec<Vec<f32>>,
-    labels: Vec<i64>,
-    triplets: u64,
-    loss: f64,
-    grad: Vec<Vec<f64>>,
-}
-
 #[test]
 fn anchor_swap_matches_pytorch_metric_learning() {
+    #[derive(Deserialize)]
+    struct SwapCase {
+        name: String,
+        distance: String,
+        mining: String,
+        reduction: String,
+        margin: f64,
+        embeddings: Vec<Vec<f32>>,
+        labels: Vec<i64>,
+        triplets: u64,
+        loss: f64,
+        grad: Vec<Vec<f64>>,
+    }
     #[derive(Deserialize)]
     struct SwapFixture {
         cases: Vec<SwapCase>,
@@ -184,60 +205,19 @@ fn anchor_swap_matches_pytorch_metric_learning() {
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("parses");
     assert_eq!(fixture.cases.len(), 12);
     for case in &fixture.cases {
-        let as_case = Case {
-            name: case.name.clone(),
-            distance: case.distance.clone(),
-            mining: case.mining.clone(),
-            reduction: case.reduction.clone(),
-            margin: case.margin,
-            soft: false,
-            embeddings: case.embeddings.clone(),
-            labels: case.labels.clone(),
-            loss: case.loss,
-            grad: case.grad.clone(),
-            num_triplets: case.triplets,
-        };
-        let config = as_case.config().with_swap(true);
+        let config = config_of(&case.name, &case.distance, &case.mining, &case.reduction)
+            .with_margin(case.margin)
+            .with_swap(true);
         for device in [Device::flex().autodiff(), Device::flex()] {
-            let (b, d) = (case.embeddings.len(), case.embeddings[0].len());
-            let flat: Vec<f32> = case.embeddings.iter().flatten().copied().collect();
-            let x = Tensor::<2>::from_data(TensorData::new(flat, [b, d]), &device);
-            let x = if device.is_autodiff() {
-                x.require_grad()
-            } else {
-                x
-            };
-            let y = Tensor::<1, Int>::from_data(TensorData::new(case.labels.clone(), [b]), &device);
-            let out = config.init().forward_with_stats(x.clone(), y);
-            let got = to_vec(out.loss.clone())[0] as f64;
-            assert!(
-                close(got, case.loss, 1e-5, 1e-6),
-                "{}: loss {got}, PML {}",
-                case.name,
-                case.loss
+            let stats = check_case(
+                &case.name,
+                &config,
+                &case.embeddings,
+                &case.labels,
+                (case.loss, &case.grad),
+                &device,
             );
-            assert_eq!(out.stats.triplets, case.triplets, "{}", case.name);
-            if !device.is_autodiff() {
-                continue;
-            }
-            let grad = to_matrix(x.grad(&out.loss.backward()).unwrap());
-            let scale = case
-                .grad
-                .iter()
-                .flatten()
-                .fold(0.0f64, |m, g| m.max(g.abs()));
-            for (i, (g, w)) in grad
-                .iter()
-                .flatten()
-                .zip(case.grad.iter().flatten())
-                .enumerate()
-            {
-                assert!(
-                    (g - w).abs() <= 1e-4 * scale + 1e-7,
-                    "{} grad[{i}]: {g} vs PML {w}",
-                    case.name
-                );
-            }
+            assert_eq!(stats.triplets, case.triplets, "{}", case.name);
         }
     }
 }
@@ -271,31 +251,18 @@ fn pml_semi_hard_matches_pytorch_metric_learning() {
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("parses");
     assert_eq!(fixture.cases.len(), 9);
     for case in &fixture.cases {
-        let config = Case {
-            name: case.name.clone(),
-            distance: case.distance.clone(),
-            mining: "all".into(),
-            reduction: case.reduction.clone(),
-            margin: case.margin,
-            soft: false,
-            embeddings: Vec::new(),
-            labels: Vec::new(),
-            loss: case.loss,
-            grad: Vec::new(),
-            num_triplets: 0,
-        }
-        .config()
-        .with_mining(Mining::PmlSemiHard);
-        let device = Device::flex().autodiff();
+        let config = config_of(&case.name, &case.distance, "all", &case.reduction)
+            .with_margin(case.margin)
+            .with_mining(Mining::PmlSemiHard);
+        // The miner alone keeps PML's triplets.
+        let device = Device::flex();
         let (b, d) = (case.embeddings.len(), case.embeddings[0].len());
         let flat: Vec<f32> = case.embeddings.iter().flatten().copied().collect();
-        let x = Tensor::<2>::from_data(TensorData::new(flat, [b, d]), &device).require_grad();
+        let x = Tensor::<2>::from_data(TensorData::new(flat, [b, d]), &device);
         let y = Tensor::<1, Int>::from_data(TensorData::new(case.labels.clone(), [b]), &device);
-        // The miner alone keeps PML's triplets.
-        let detached = x.clone().detach();
         let mined = triplet_loss::mine_with_margin(
-            config.distance.pairwise(detached.clone(), detached),
-            y.clone(),
+            config.distance.pairwise(x.clone(), x),
+            y,
             Mining::PmlSemiHard,
             case.margin,
         );
@@ -309,37 +276,19 @@ fn pml_semi_hard_matches_pytorch_metric_learning() {
         got.sort_unstable();
         assert_eq!(got, case.triplets, "{}", case.name);
         // The loss with the rule, mined with the loss's own margin.
-        let out = config.init().forward_with_stats(x.clone(), y);
-        let value = to_vec(out.loss.clone())[0] as f64;
-        assert!(
-            close(value, case.loss, 1e-5, 1e-6),
-            "{}: loss {value}, PML {}",
-            case.name,
-            case.loss
+        let stats = check_case(
+            &case.name,
+            &config,
+            &case.embeddings,
+            &case.labels,
+            (case.loss, &case.grad),
+            &Device::flex().autodiff(),
         );
         assert_eq!(
-            out.stats.triplets as usize,
+            stats.triplets as usize,
             case.triplets.len(),
             "{}",
             case.name
         );
-        let grad = to_matrix(x.grad(&out.loss.backward()).unwrap());
-        let scale = case
-            .grad
-            .iter()
-            .flatten()
-            .fold(0.0f64, |m, g| m.max(g.abs()));
-        for (i, (g, w)) in grad
-            .iter()
-            .flatten()
-            .zip(case.grad.iter().flatten())
-            .enumerate()
-        {
-            assert!(
-                (g - w).abs() <= 1e-4 * scale + 1e-7,
-                "{} grad[{i}]: {g} vs PML {w}",
-                case.name
-            );
-        }
     }
 }
