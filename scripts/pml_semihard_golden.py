@@ -23,7 +23,10 @@ import os
 import numpy as np
 import torch
 import pytorch_metric_learning
-from pytorch_metric_learning import distances, losses, miners, reducers
+from pytorch_metric_learning import losses, miners
+
+# The distance and reducer objects, and the brute-force distance matrix, of the other goldens.
+from pml_golden import dist_matrix, make_distance, make_reducer
 
 SEED = 20261202
 GAP = 1e-3
@@ -32,28 +35,12 @@ DEFAULT_OUT = os.path.join(REPO_ROOT, "crates", "loss", "tests", "fixtures",
                            "pml_semihard_golden.json")
 
 
-def make_distance(name):
-    return {
-        "euclidean": lambda: distances.LpDistance(p=2, power=1, normalize_embeddings=False),
-        "squared_euclidean": lambda: distances.LpDistance(p=2, power=2, normalize_embeddings=False),
-        "cosine": distances.CosineSimilarity,
-    }[name]()
-
-
-def d(name, a, b):
-    if name == "euclidean":
-        return float(np.linalg.norm(a - b))
-    if name == "squared_euclidean":
-        return float(np.sum((a - b) ** 2))
-    return 1.0 - float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def brute(x, y, name, margin):
+def brute(dist, y, margin):
     kept, close = [], False
     for a, p, n in itertools.product(range(len(y)), repeat=3):
         if a == p or y[a] != y[p] or y[a] == y[n]:
             continue
-        gap = d(name, x[a], x[n]) - d(name, x[a], x[p])
+        gap = dist[a][n] - dist[a][p]
         if abs(gap) < GAP or abs(gap - margin) < GAP or abs(margin - gap) < GAP:
             close = True
         if 0 < gap <= margin:
@@ -67,17 +54,16 @@ def case(rng, dist_name, reduction, margin, p_classes, k, dim):
     for _ in range(2000):
         y = np.repeat(np.arange(p_classes), k).astype(np.int64)
         x = rng.standard_normal((len(y), dim)).astype(np.float32).astype(np.float64)
-        kept, close = brute(x, y, dist_name, margin)
+        dist = dist_matrix(x, dist_name)
+        kept, close = brute(dist, y, margin)
         if kept and not close:
             break
     else:
         raise RuntimeError("no robust batch")
     miner = miners.TripletMarginMiner(margin=margin, type_of_triplets="semihard",
                                       distance=make_distance(dist_name))
-    reducer = {"mean_active": reducers.AvgNonZeroReducer, "mean": reducers.MeanReducer,
-               "sum": reducers.SumReducer}[reduction]()
     loss_fn = losses.TripletMarginLoss(margin=margin, distance=make_distance(dist_name),
-                                       reducer=reducer)
+                                       reducer=make_reducer(reduction))
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.tensor(y)
     mined = miner(xt, yt)
@@ -85,8 +71,7 @@ def case(rng, dist_name, reduction, margin, p_classes, k, dim):
     assert got == sorted(kept), (dist_name, len(got), len(kept))
     value = loss_fn(xt, yt, indices_tuple=mined)
     value.backward()
-    losses_ = np.array([d(dist_name, x[a], x[p]) - d(dist_name, x[a], x[n]) + margin
-                        for a, p, n in kept])
+    losses_ = np.array([dist[a][p] - dist[a][n] + margin for a, p, n in kept])
     losses_ = np.maximum(losses_, 0.0)
     want = {"sum": losses_.sum(), "mean": losses_.mean(),
             "mean_active": losses_[losses_ > 0].mean()}[reduction]

@@ -29,28 +29,15 @@ import os
 import numpy as np
 import torch
 import pytorch_metric_learning
-from pytorch_metric_learning import distances, losses, miners, reducers
+from pytorch_metric_learning import losses, miners
+
+# The distance and reducer objects, and the brute-force distance matrix, of the other goldens.
+from pml_golden import dist_matrix, make_distance, make_reducer
 
 SEED = 20261201
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO_ROOT, "crates", "loss", "tests", "fixtures", "swap_golden.json")
 GAP = 1e-3
-
-
-def make_distance(name):
-    return {
-        "euclidean": lambda: distances.LpDistance(p=2, power=1, normalize_embeddings=False),
-        "squared_euclidean": lambda: distances.LpDistance(p=2, power=2, normalize_embeddings=False),
-        "cosine": distances.CosineSimilarity,
-    }[name]()
-
-
-def our_distance(name, a, b):
-    if name == "euclidean":
-        return float(np.linalg.norm(a - b))
-    if name == "squared_euclidean":
-        return float(np.sum((a - b) ** 2))
-    return 1.0 - float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def triplets_of(mining, x, y, dist_name):
@@ -65,12 +52,11 @@ def triplets_of(mining, x, y, dist_name):
     return list(zip(a.tolist(), p.tolist(), n.tolist()))
 
 
-def brute(x, triplets, dist_name, margin, reduction):
+def brute(dist, triplets, margin, reduction):
     losses_ = []
     for a, p, n in triplets:
-        d_ap = our_distance(dist_name, x[a], x[p])
-        d_an = min(our_distance(dist_name, x[a], x[n]), our_distance(dist_name, x[p], x[n]))
-        losses_.append(max(d_ap - d_an + margin, 0.0))
+        d_an = min(dist[a][n], dist[p][n])
+        losses_.append(max(dist[a][p] - d_an + margin, 0.0))
     losses_ = np.array(losses_)
     if reduction == "sum":
         return float(losses_.sum())
@@ -80,11 +66,9 @@ def brute(x, triplets, dist_name, margin, reduction):
     return float(active.mean()) if len(active) else 0.0
 
 
-def robust(x, triplets, dist_name, margin):
+def robust(dist, triplets, margin):
     for a, p, n in triplets:
-        d_ap = our_distance(dist_name, x[a], x[p])
-        d_an = our_distance(dist_name, x[a], x[n])
-        d_pn = our_distance(dist_name, x[p], x[n])
+        d_ap, d_an, d_pn = dist[a][p], dist[a][n], dist[p][n]
         if abs(d_an - d_pn) < GAP or abs(d_ap - min(d_an, d_pn) + margin) < GAP:
             return False
     return True
@@ -95,19 +79,18 @@ def case(rng, name, dist_name, mining, reduction, margin, p_classes, k, dim):
         y = np.repeat(np.arange(p_classes), k).astype(np.int64)
         x = rng.standard_normal((len(y), dim)).astype(np.float32).astype(np.float64)
         triplets = triplets_of(mining, x, y, dist_name)
-        if triplets and robust(x, triplets, dist_name, margin):
+        dist = dist_matrix(x, dist_name)
+        if triplets and robust(dist, triplets, margin):
             break
     else:
         raise RuntimeError(f"{name}: no robust batch")
-    reducer = {"mean_active": reducers.AvgNonZeroReducer, "mean": reducers.MeanReducer,
-               "sum": reducers.SumReducer}[reduction]()
     loss_fn = losses.TripletMarginLoss(margin=margin, swap=True, distance=make_distance(dist_name),
-                                       reducer=reducer)
+                                       reducer=make_reducer(reduction))
     xt = torch.tensor(x, requires_grad=True)
     idx = tuple(torch.tensor(v) for v in zip(*triplets))
     value = loss_fn(xt, torch.tensor(y), indices_tuple=idx)
     value.backward()
-    want = brute(x, triplets, dist_name, margin, reduction)
+    want = brute(dist, triplets, margin, reduction)
     assert abs(value.item() - want) < 1e-9, (name, value.item(), want)
     if dist_name == "euclidean" and reduction == "mean":
         torch_loss = torch.nn.TripletMarginLoss(margin=margin, swap=True, reduction="mean")
