@@ -5,9 +5,7 @@ use burn::tensor::activation::relu;
 
 use crate::distance::Distance;
 use crate::error::ConfigError;
-use crate::mining::{
-    Mining, device, host, mine_host, mines_faster_on_host, read_batch, read_labels,
-};
+use crate::mining::{Mining, device, host, mine_host, mines_faster_on_host, read_batch, read_ints};
 use crate::output::{MiningStats, TripletOutput};
 use crate::reduction::Reduction;
 use crate::triplets::Triplets;
@@ -482,11 +480,10 @@ fn zero_in_graph(embeddings: Tensor<2>) -> Tensor<1> {
 
 /// The triplets' indices on the host, each checked to be a row of a batch of `b`.
 fn check_indices(triplets: &Triplets, b: usize) -> host::IndexTriplets {
-    let read = |t: &Tensor<1, Int>| -> Vec<i64> { read_labels(t.clone()) };
     let t = host::IndexTriplets {
-        anchor: read(&triplets.anchor),
-        positive: read(&triplets.positive),
-        negative: read(&triplets.negative),
+        anchor: read_ints(triplets.anchor.clone()),
+        positive: read_ints(triplets.positive.clone()),
+        negative: read_ints(triplets.negative.clone()),
     };
     for (name, indices) in [
         ("anchor", &t.anchor),

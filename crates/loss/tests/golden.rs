@@ -111,12 +111,24 @@ fn config_of(name: &str, distance: &str, mining: &str, reduction: &str) -> Tripl
         .with_reduction(reduction)
 }
 
-fn fixture() -> Fixture {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/pml_golden.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture parses")
+/// A fixture of `tests/fixtures/`, parsed.
+fn read_fixture<T: serde::de::DeserializeOwned>(file: &str) -> T {
+    let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A reference batch as tensors on `device`.
+fn batch_tensors(
+    embeddings: &[Vec<f32>],
+    labels: &[i64],
+    device: &Device,
+) -> (Tensor<2>, Tensor<1, Int>) {
+    let (b, d) = (embeddings.len(), embeddings[0].len());
+    let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
+    let x = Tensor::<2>::from_data(TensorData::new(flat, [b, d]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [b]), device);
+    (x, y)
 }
 
 /// Runs `config` on a reference batch on `device` and checks the loss (1e-5 relative) and, on
@@ -160,7 +172,7 @@ fn check_case(
 
 #[test]
 fn loss_and_gradients_match_pytorch_metric_learning() {
-    let cases = fixture().cases;
+    let cases = read_fixture::<Fixture>("pml_golden.json").cases;
     assert!(cases.len() >= 30);
     for case in &cases {
         let stats = check_case(
@@ -197,12 +209,7 @@ fn anchor_swap_matches_pytorch_metric_learning() {
     struct SwapFixture {
         cases: Vec<SwapCase>,
     }
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/swap_golden.json"
-    );
-    let fixture: SwapFixture =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("parses");
+    let fixture: SwapFixture = read_fixture("swap_golden.json");
     assert_eq!(fixture.cases.len(), 12);
     for case in &fixture.cases {
         let config = config_of(&case.name, &case.distance, &case.mining, &case.reduction)
@@ -243,23 +250,14 @@ fn pml_semi_hard_matches_pytorch_metric_learning() {
     struct BandFixture {
         cases: Vec<BandCase>,
     }
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/pml_semihard_golden.json"
-    );
-    let fixture: BandFixture =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("parses");
+    let fixture: BandFixture = read_fixture("pml_semihard_golden.json");
     assert_eq!(fixture.cases.len(), 9);
     for case in &fixture.cases {
         let config = config_of(&case.name, &case.distance, "all", &case.reduction)
             .with_margin(case.margin)
             .with_mining(Mining::PmlSemiHard);
         // The miner alone keeps PML's triplets.
-        let device = Device::flex();
-        let (b, d) = (case.embeddings.len(), case.embeddings[0].len());
-        let flat: Vec<f32> = case.embeddings.iter().flatten().copied().collect();
-        let x = Tensor::<2>::from_data(TensorData::new(flat, [b, d]), &device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(case.labels.clone(), [b]), &device);
+        let (x, y) = batch_tensors(&case.embeddings, &case.labels, &Device::flex());
         let mined = triplet_loss::mine_with_margin(
             config.distance.pairwise(x.clone(), x),
             y,

@@ -5,7 +5,6 @@
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
 
 /// Progress display: a bar on a terminal, a line every `every` steps otherwise.
 pub struct Progress {
@@ -75,9 +74,4 @@ impl Progress {
 /// or crash the training: its record is `metrics.jsonl`).
 pub fn say(line: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
-}
-
-/// A JSON number, or null for NaN and infinities.
-pub fn num(x: f64) -> Value {
-    if x.is_finite() { json!(x) } else { Value::Null }
 }

@@ -157,7 +157,7 @@ pub(crate) fn read_batch(dist: Tensor<2>, labels: Tensor<1, Int>) -> (Vec<f32>, 
     );
     let [n] = labels.dims();
     assert_eq!(n, rows, "labels have {n} entries for a batch of {rows}");
-    let labels = read_labels(labels);
+    let labels = read_ints(labels);
     let dist = dist
         .detach()
         .into_data()
@@ -166,7 +166,8 @@ pub(crate) fn read_batch(dist: Tensor<2>, labels: Tensor<1, Int>) -> (Vec<f32>, 
     (dist, host::Classes::new(&labels))
 }
 
-pub(crate) fn read_labels(labels: Tensor<1, Int>) -> Vec<i64> {
+/// An integer tensor's values on the host (labels, triplet indices).
+pub(crate) fn read_ints(labels: Tensor<1, Int>) -> Vec<i64> {
     labels
         .into_data()
         .try_into_vec_as::<i64>()

@@ -20,7 +20,7 @@ pub mod weights;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::files::write_atomic;
 
@@ -96,7 +96,6 @@ impl RunDir {
 
     /// Creates the folder if needed.
     pub fn create(&self) -> Result<()> {
-        use anyhow::Context;
         std::fs::create_dir_all(&self.path)
             .with_context(|| format!("creating {}", self.path.display()))
     }

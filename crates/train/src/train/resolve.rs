@@ -247,7 +247,7 @@ pub fn configure_precision(
 }
 
 /// `0,1` for `--devices`.
-pub(super) fn list_devices(devices: &[usize]) -> String {
+fn list_devices(devices: &[usize]) -> String {
     devices
         .iter()
         .map(ToString::to_string)
