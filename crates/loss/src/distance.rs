@@ -15,7 +15,8 @@ const NORM_EPS: f64 = 1e-12;
 /// The distance `d(a, b)` the loss compares: smaller means more similar.
 ///
 /// Default: [`Distance::Euclidean`] (FaceNet, Schroff et al. 2015; pytorch-metric-learning's
-/// `LpDistance()`).
+/// `LpDistance(normalize_embeddings=False)`: PML's default `LpDistance()` normalises the
+/// embeddings first, which this distance does not).
 #[derive(Config, Debug, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Distance {

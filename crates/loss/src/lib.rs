@@ -159,9 +159,11 @@ mod distance;
 mod error;
 #[cfg(feature = "fused")]
 mod fused;
+mod memory;
 mod mining;
 mod output;
 mod reduction;
+mod refs;
 mod triplet;
 mod triplets;
 mod weighted;
@@ -169,9 +171,11 @@ mod weighted;
 pub use crate::{
     distance::Distance,
     error::ConfigError,
+    memory::{CrossBatchMemory, CrossBatchMemoryConfig, MemoryState},
     mining::{Mining, PML_MINER_MARGIN, mine, mine_with_margin},
     output::{MiningStats, TripletOutput},
     reduction::Reduction,
+    refs::{References, mine_refs, mine_refs_with_margin},
     triplet::{TripletLoss, TripletLossConfig},
     triplets::Triplets,
 };

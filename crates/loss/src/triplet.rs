@@ -94,6 +94,21 @@ pub struct TripletLoss {
 }
 
 impl TripletLoss {
+    /// The margin `α`.
+    pub fn margin(&self) -> f64 {
+        self.margin
+    }
+
+    /// The distance.
+    pub fn distance(&self) -> Distance {
+        self.distance
+    }
+
+    /// The mining rule.
+    pub fn mining(&self) -> Mining {
+        self.mining
+    }
+
     /// The loss of a batch: mines triplets, then reduces their losses.
     ///
     /// # Shapes
@@ -154,11 +169,8 @@ impl TripletLoss {
         }
     }
 
-    /// Semi-hard (and batch-hard on CPU backends): mined on the host, then either gathered
-    /// row-wise (`O(T·dim)` memory, exact distances) or, when that would exceed the `B×B`
-    /// distance matrix (few, large classes: `T = B·(K−1)` approaches `B²/2`), reduced to
-    /// per-entry weights like batch-all, so memory stays `O(B²)`. `weighted` forces a path
-    /// (tests).
+    /// Semi-hard (and batch-hard on CPU backends): mined on the host (see
+    /// [`host_mined`](Self::host_mined)). `weighted` forces a path (tests).
     fn mined_on_host(
         &self,
         embeddings: Tensor<2>,
@@ -166,29 +178,97 @@ impl TripletLoss {
         mining: Mining,
         weighted: Option<bool>,
     ) -> (Tensor<1>, MiningStats) {
-        let [b, dim] = embeddings.dims();
-        let device = embeddings.device();
         let dist = self.mining_distances(&embeddings);
         let (dist, classes) = read_batch(dist, labels);
-        let triplets = mine_host(&dist, &classes, mining, self.margin);
-        let stats: MiningStats =
-            host::HostStats::of_triplets(&dist, b, &triplets, self.margin, self.soft, self.swap)
-                .counting_non_finite(&dist)
-                .into();
-        // The swap has no B×B weight form: its triplets are always gathered row-wise.
-        if self.swap || !weighted.unwrap_or(triplets.len() * dim > b * b) {
-            let loss = self.loss_of(embeddings, triplets.into_tensors(&device));
-            return (loss, stats);
-        }
-        let (weights, loss_sum) =
-            host::triplet_weights(&dist, b, &triplets, self.margin, self.soft);
+        let out = self.host_mined(embeddings.clone(), None, &dist, &classes, mining, weighted);
+        (out.loss, out.stats)
+    }
+
+    /// The loss of `queries` mined on the host against `refs` (`None`: the batch itself),
+    /// from their detached distances `dist` (`[B, M]`) and classes. Batch-all (without the
+    /// swap) is reduced to per-entry weights; other triplets are either gathered row-wise
+    /// (`O(T·dim)` memory, exact distances) or, when that would exceed the `B×M` distance
+    /// matrix (few, large classes: `T = B·(K−1)` approaches `B²/2`), reduced to weights like
+    /// batch-all, so memory stays `O(B·M)`. `weighted` forces that choice (tests).
+    pub(crate) fn host_mined(
+        &self,
+        queries: Tensor<2>,
+        refs: Option<Tensor<2>>,
+        dist: &[f32],
+        classes: &host::Classes,
+        mining: Mining,
+        weighted: Option<bool>,
+    ) -> TripletOutput {
+        let (b, m) = (classes.queries(), classes.refs());
+        let dim = queries.dims()[1];
+        let (weights, loss_sum, stats) = if mining == Mining::All && !self.swap {
+            let all = host::all_weights(dist, classes, self.margin, self.soft);
+            (all.weights, all.loss_sum, all.stats)
+        } else {
+            let triplets = mine_host(dist, classes, mining, self.margin);
+            // The swap has no weight form: its triplets are always gathered row-wise.
+            if self.swap || !weighted.unwrap_or(triplets.len() * dim > b * m) {
+                return self.gathered(queries, refs, dist, triplets);
+            }
+            let stats =
+                host::HostStats::of_triplets(dist, m, &triplets, self.margin, self.soft, None);
+            let (weights, loss_sum) =
+                host::triplet_weights(dist, [b, m], &triplets, self.margin, self.soft);
+            (weights, loss_sum, stats)
+        };
+        let stats = MiningStats::from(stats.counting_non_finite(dist));
         let scale = self.reduction.scale(stats.triplets, stats.active);
-        if stats.triplets == 0 || scale == 0.0 {
-            return (zero_in_graph(embeddings), stats);
-        }
-        let dist_graph = self.distance.pairwise(embeddings.clone(), embeddings);
-        let loss = weighted_loss(dist_graph, &dist, &weights, scale, loss_sum);
-        (loss, stats)
+        let loss = if stats.triplets == 0 || scale == 0.0 {
+            zero_in_graph(queries, refs)
+        } else {
+            let refs = refs.unwrap_or_else(|| queries.clone());
+            let dist_graph = self.distance.pairwise(queries, refs);
+            weighted_loss(dist_graph, dist, &weights, scale, loss_sum)
+        };
+        TripletOutput { loss, stats }
+    }
+
+    /// The loss and statistics of explicit triplets of `queries` against `refs` (`None`: the
+    /// batch itself), whose detached distances are `dist` (`[B, M]`; indices in range).
+    fn gathered(
+        &self,
+        queries: Tensor<2>,
+        refs: Option<Tensor<2>>,
+        dist: &[f32],
+        host: host::IndexTriplets,
+    ) -> TripletOutput {
+        let cols = refs.as_ref().unwrap_or(&queries).dims()[0];
+        let triplets = host.clone().into_tensors(&queries.device());
+        let swapped = self.swap.then(|| match &refs {
+            // In the batch, d(p, n) is in the matrix; against references it is not (it is a
+            // distance between two references): the pairs are measured, detached.
+            None => host::positive_negative(dist, cols, &host),
+            Some(refs) => {
+                let r = refs.clone().detach();
+                let d = self.distance.paired(
+                    r.clone().select(0, triplets.positive.clone()),
+                    r.select(0, triplets.negative.clone()),
+                );
+                d.into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("distances convert to f32")
+            }
+        });
+        let stats = host::HostStats::of_triplets(
+            dist,
+            cols,
+            &host,
+            self.margin,
+            self.soft,
+            swapped.as_deref(),
+        )
+        .counting_non_finite(dist)
+        .into();
+        let loss = match refs {
+            None => self.loss_of(queries.clone(), queries, triplets),
+            Some(refs) => self.loss_of(queries, refs, triplets),
+        };
+        TripletOutput { loss, stats }
     }
 
     /// The loss of given triplets (from [`mine`](crate::mine), or one's own), with the
@@ -221,7 +301,7 @@ impl TripletLoss {
     /// ```
     pub fn forward_triplets(&self, embeddings: Tensor<2>, triplets: Triplets) -> Tensor<1> {
         check_indices(&triplets, embeddings.dims()[0]);
-        self.loss_of(embeddings, triplets)
+        self.loss_of(embeddings.clone(), embeddings, triplets)
     }
 
     /// Like [`forward_triplets`](Self::forward_triplets), also returning the statistics of the
@@ -239,32 +319,25 @@ impl TripletLoss {
         embeddings: Tensor<2>,
         triplets: Triplets,
     ) -> TripletOutput {
-        let [b, _] = embeddings.dims();
-        let host = check_indices(&triplets, b);
+        let host = check_indices(&triplets, embeddings.dims()[0]);
         let dist = self.mining_distances(&embeddings);
         let dist: Vec<f32> = dist
             .into_data()
             .try_into_vec_as::<f32>()
             .expect("distance matrix converts to f32");
-        let stats =
-            host::HostStats::of_triplets(&dist, b, &host, self.margin, self.soft, self.swap)
-                .counting_non_finite(&dist)
-                .into();
-        TripletOutput {
-            loss: self.loss_of(embeddings, triplets),
-            stats,
-        }
+        self.gathered(embeddings, None, &dist, host)
     }
 
-    /// Per-triplet losses from row-wise distances of the gathered embeddings, reduced on the
-    /// device. The gradient flows through `select` to the rows used, `O(T·dim)` work.
-    fn loss_of(&self, embeddings: Tensor<2>, triplets: Triplets) -> Tensor<1> {
+    /// Per-triplet losses from row-wise distances of the gathered embeddings (anchors from
+    /// `queries`, positives and negatives from `refs`), reduced on the device. The gradient
+    /// flows through `select` to the rows used, `O(T·dim)` work.
+    fn loss_of(&self, queries: Tensor<2>, refs: Tensor<2>, triplets: Triplets) -> Tensor<1> {
         if triplets.is_empty() {
-            return zero_in_graph(embeddings);
+            return zero_in_graph(queries, Some(refs));
         }
-        let anchors = embeddings.clone().select(0, triplets.anchor);
-        let positives = embeddings.clone().select(0, triplets.positive);
-        let negatives = embeddings.select(0, triplets.negative);
+        let anchors = queries.select(0, triplets.anchor);
+        let positives = refs.clone().select(0, triplets.positive);
+        let negatives = refs.select(0, triplets.negative);
         let d_an = self.distance.paired(anchors.clone(), negatives.clone());
         let d_an = self.swapped(d_an, positives.clone(), negatives);
         let d_ap = self.distance.paired(anchors, positives);
@@ -368,27 +441,14 @@ impl TripletLoss {
         let (dist, classes) = read_batch(dist_graph.clone(), labels);
         if self.swap {
             // No weight form for the swap: every triplet, gathered row-wise.
-            let [b, _] = embeddings.dims();
-            let triplets = host::all(&classes);
-            let stats = host::HostStats::of_triplets(
-                &dist,
-                b,
-                &triplets,
-                self.margin,
-                self.soft,
-                self.swap,
-            )
-            .counting_non_finite(&dist)
-            .into();
-            let loss = self.loss_of(embeddings, triplets.into_tensors(&device));
-            return TripletOutput { loss, stats };
+            return self.gathered(embeddings, None, &dist, host::all(&classes));
         }
         let all = host::all_weights(&dist, &classes, self.margin, self.soft);
         let stats = MiningStats::from(all.stats.counting_non_finite(&dist));
         let scale = self.reduction.scale(stats.triplets, stats.active);
         if stats.triplets == 0 || scale == 0.0 {
             return TripletOutput {
-                loss: zero_in_graph(embeddings),
+                loss: zero_in_graph(embeddings, None),
                 stats,
             };
         }
@@ -462,20 +522,25 @@ fn weighted_loss(
     scale: f64,
     loss_sum: f64,
 ) -> Tensor<1> {
-    let [b, _] = dist_graph.dims();
+    let [b, m] = dist_graph.dims();
     let linear: f64 = weights
         .iter()
         .zip(dist)
         .map(|(&w, &d)| w as f64 * d as f64)
         .sum();
     let scaled: Vec<f32> = weights.iter().map(|&w| (w as f64 * scale) as f32).collect();
-    let scaled = Tensor::<2>::from_data(TensorData::new(scaled, [b, b]), &dist_graph.device());
+    let scaled = Tensor::<2>::from_data(TensorData::new(scaled, [b, m]), &dist_graph.device());
     weighted_sum(dist_graph, scaled).add_scalar(scale * (loss_sum - linear))
 }
 
-/// A zero loss `[1]` that is still connected to the graph of `embeddings` (gradient 0).
-fn zero_in_graph(embeddings: Tensor<2>) -> Tensor<1> {
-    embeddings.mul_scalar(0.0).sum()
+/// A zero loss `[1]` that is still connected to the graphs of `embeddings` and `refs`
+/// (gradient 0).
+fn zero_in_graph(embeddings: Tensor<2>, refs: Option<Tensor<2>>) -> Tensor<1> {
+    let zero = embeddings.mul_scalar(0.0).sum();
+    match refs {
+        Some(refs) => zero + refs.mul_scalar(0.0).sum(),
+        None => zero,
+    }
 }
 
 /// The triplets' indices on the host, each checked to be a row of a batch of `b`.

@@ -4,7 +4,10 @@
 mod common;
 
 use burn::prelude::*;
-use triplet_loss::{ConfigError, Distance, Mining, Reduction, TripletLossConfig};
+use triplet_loss::{
+    ConfigError, CrossBatchMemory, CrossBatchMemoryConfig, Distance, MemoryState, Mining,
+    Reduction, TripletLossConfig,
+};
 
 #[test]
 fn defaults_are_facenet_semi_hard() {
@@ -184,4 +187,81 @@ fn identical_embeddings_give_the_margin_and_no_gradient() {
         let grad: Vec<f32> = grad.into_data().try_into_vec_as().unwrap();
         assert!(grad.iter().all(|&g| g == 0.0), "{mining:?}: {grad:?}");
     }
+}
+
+#[test]
+fn cross_batch_memory_config_and_state_errors_name_the_value() {
+    let err = CrossBatchMemoryConfig::new()
+        .with_memory_size(0)
+        .try_init()
+        .unwrap_err();
+    assert_eq!(err, ConfigError::MemorySize(0));
+    assert_eq!(
+        err.to_string(),
+        "cross-batch memory config error: memory_size must be at least 1, got 0"
+    );
+    let device = Device::flex();
+    let state = MemoryState {
+        capacity: 4,
+        dim: 2,
+        next: 1,
+        embeddings: vec![0.0; 6],
+        labels: vec![1, 2, 3],
+    };
+    let err = CrossBatchMemory::from_state(state, &device).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("capacity 4, dim 2, next slot 1, 3 labels, 6 values"),
+        "{err}"
+    );
+}
+
+/// The ring buffer: batches of 3 into a memory of 5 overwrite the oldest slots, in PML's slot
+/// order, and a batch's own rows are never its positives (one row per class: no triplet until
+/// an earlier batch brings other rows of those classes).
+#[test]
+fn cross_batch_memory_keeps_the_newest_rows_in_slot_order() {
+    let device = Device::flex();
+    let loss = TripletLossConfig::new()
+        .with_mining(Mining::All)
+        .with_reduction(Reduction::Sum)
+        .init();
+    let mut memory = CrossBatchMemoryConfig::new().with_memory_size(5).init();
+    assert!(memory.is_empty());
+    let batch = |v: f32, labels: [i64; 3]| {
+        (
+            Tensor::<2>::from_data([[v, 0.0], [v, 1.0], [v, 2.0]], &device),
+            Tensor::<1, Int>::from_data(labels, &device),
+        )
+    };
+    let (x, y) = batch(0.0, [1, 2, 3]);
+    let first = memory.forward_with_stats(&loss, x, y);
+    assert_eq!(
+        first.stats.triplets, 0,
+        "a batch's own copies are not positives"
+    );
+    // Slots 3, 4 and 0 (which held the first batch's class 1): labels [3, 2, 3, 1, 2]. Class 1
+    // has no positive left, classes 2 and 3 one each (the first batch's), with 3 negatives.
+    let (x, y) = batch(1.0, [1, 2, 3]);
+    assert_eq!(memory.forward_with_stats(&loss, x, y).stats.triplets, 2 * 3);
+    let state = memory.state();
+    assert_eq!(
+        (state.next, state.labels.as_slice()),
+        (1, &[3i64, 2, 3, 1, 2][..])
+    );
+    assert_eq!(state.embeddings[..2], [1.0, 2.0], "slot 0 was overwritten");
+    assert_eq!(memory.len(), 5);
+    memory.clear();
+    assert!(memory.is_empty());
+}
+
+#[test]
+#[should_panic(expected = "a batch of 3 is larger than the cross-batch memory of 2")]
+fn a_batch_larger_than_the_memory_is_refused() {
+    let device = Device::flex();
+    let loss = TripletLossConfig::new().init();
+    let mut memory = CrossBatchMemoryConfig::new().with_memory_size(2).init();
+    let x = Tensor::<2>::from_data([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]], &device);
+    let y = Tensor::<1, Int>::from_data([1, 1, 2], &device);
+    memory.forward(&loss, x, y);
 }

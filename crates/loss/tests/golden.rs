@@ -11,7 +11,8 @@
 //! FaceNet's semi-hard is not here: PML's "semihard" miner is a different rule (every triplet with
 //! `0 < d_an − d_ap ≤ margin`, our `Mining::PmlSemiHard`, checked at the end against
 //! `scripts/pml_semihard_golden.py`); ours is checked by the brute-force oracle and the crate
-//! docs' worked example. The anchor swap is checked against `scripts/swap_golden.py`.
+//! docs' worked example. The anchor swap is checked against `scripts/swap_golden.py`, and
+//! reference embeddings and the cross-batch memory against `scripts/xbm_golden.py`.
 //!
 //! The script's table (name, B, D, loss, triplets, active):
 //! ```text
@@ -55,7 +56,10 @@ mod common;
 use burn::prelude::*;
 use common::{close, to_matrix, to_vec};
 use serde::Deserialize;
-use triplet_loss::{Distance, Mining, MiningStats, Reduction, TripletLossConfig};
+use triplet_loss::{
+    CrossBatchMemory, CrossBatchMemoryConfig, Distance, Mining, MiningStats, Reduction, References,
+    TripletLossConfig,
+};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -97,6 +101,7 @@ fn config_of(name: &str, distance: &str, mining: &str, reduction: &str) -> Tripl
     let mining = match mining {
         "all" => Mining::All,
         "hard" => Mining::Hard,
+        "pml_semi_hard" => Mining::PmlSemiHard,
         other => panic!("{name}: unknown mining {other}"),
     };
     let reduction = match reduction {
@@ -288,5 +293,146 @@ fn pml_semi_hard_matches_pytorch_metric_learning() {
             "{}",
             case.name
         );
+    }
+}
+
+/// Checks a loss value (1e-5 relative) and a gradient (1e-4 of its largest entry) against a
+/// reference's.
+fn check_value_and_grad(name: &str, loss: Tensor<1>, x: &Tensor<2>, want: (f64, &[Vec<f64>])) {
+    let got = to_vec(loss.clone())[0] as f64;
+    assert!(
+        close(got, want.0, 1e-5, 1e-6),
+        "{name}: loss {got}, PML {}",
+        want.0
+    );
+    let grads = loss.backward();
+    check_grad(name, x, &grads, want.1);
+}
+
+fn check_grad(name: &str, x: &Tensor<2>, grads: &burn::tensor::Gradients, want: &[Vec<f64>]) {
+    let got = to_matrix(x.grad(grads).expect("a gradient"));
+    let scale = want.iter().flatten().fold(0.0f64, |m, g| m.max(g.abs()));
+    for (i, (g, w)) in got.iter().flatten().zip(want.iter().flatten()).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * scale + 1e-7,
+            "{name} grad[{i}]: {g} vs PML {w}"
+        );
+    }
+}
+
+#[derive(Deserialize)]
+struct MemoryStep {
+    embeddings: Vec<Vec<f32>>,
+    labels: Vec<i64>,
+    loss: f64,
+    grad: Vec<Vec<f64>>,
+    triplets: u64,
+    #[serde(default)]
+    ref_embeddings: Vec<Vec<f32>>,
+    #[serde(default)]
+    ref_labels: Vec<i64>,
+    #[serde(default)]
+    ref_grad: Vec<Vec<f64>>,
+}
+
+#[derive(Deserialize)]
+struct MemoryCase {
+    name: String,
+    kind: String,
+    distance: String,
+    mining: String,
+    reduction: String,
+    margin: f64,
+    memory_size: usize,
+    steps: Vec<MemoryStep>,
+}
+
+fn memory_cases() -> Vec<MemoryCase> {
+    #[derive(Deserialize)]
+    struct MemoryFixture {
+        cases: Vec<MemoryCase>,
+    }
+    read_fixture::<MemoryFixture>("xbm_golden.json").cases
+}
+
+/// `scripts/xbm_golden.py`: PML's `TripletMarginLoss(...)(x, y, miner(x, y, R, L), R, L)`
+/// (batch-all without a miner, `BatchHardMiner`, the "semihard" `TripletMarginMiner`):
+/// [`TripletLoss::forward_refs`] gives the same loss, the same gradient with respect to the
+/// batch and to the references, and the same number of triplets.
+#[test]
+fn reference_embeddings_match_pytorch_metric_learning() {
+    let device = Device::flex().autodiff();
+    let cases: Vec<MemoryCase> = memory_cases()
+        .into_iter()
+        .filter(|c| c.kind == "refs")
+        .collect();
+    assert_eq!(cases.len(), 6);
+    for case in &cases {
+        let loss = config_of(&case.name, &case.distance, &case.mining, &case.reduction)
+            .with_margin(case.margin)
+            .init();
+        let step = &case.steps[0];
+        let (x, y) = batch_tensors(&step.embeddings, &step.labels, &device);
+        let (r, ry) = batch_tensors(&step.ref_embeddings, &step.ref_labels, &device);
+        let (x, r) = (x.require_grad(), r.require_grad());
+        let out = loss.forward_refs_with_stats(x.clone(), y, References::new(r.clone(), ry));
+        assert_eq!(out.stats.triplets, step.triplets, "{}", case.name);
+        let got = to_vec(out.loss.clone())[0] as f64;
+        assert!(
+            close(got, step.loss, 1e-5, 1e-6),
+            "{}: loss {got}, PML {}",
+            case.name,
+            step.loss
+        );
+        let grads = out.loss.backward();
+        check_grad(&case.name, &x, &grads, &step.grad);
+        check_grad(
+            &format!("{} (references)", case.name),
+            &r,
+            &grads,
+            &step.ref_grad,
+        );
+    }
+}
+
+/// `scripts/xbm_golden.py`: PML's `CrossBatchMemory(TripletMarginLoss(...), 4, memory_size,
+/// miner)` over five batches of 8 (the memory wraps): [`CrossBatchMemory`] gives every step's
+/// loss, gradient and triplet count; and a memory saved after step 2 and restored
+/// ([`CrossBatchMemory::state`], [`CrossBatchMemory::from_state`]) goes on exactly as PML's.
+#[test]
+fn cross_batch_memory_matches_pytorch_metric_learning() {
+    let device = Device::flex().autodiff();
+    let cases: Vec<MemoryCase> = memory_cases()
+        .into_iter()
+        .filter(|c| c.kind == "xbm")
+        .collect();
+    assert_eq!(cases.len(), 7);
+    for case in &cases {
+        let loss = config_of(&case.name, &case.distance, &case.mining, &case.reduction)
+            .with_margin(case.margin)
+            .init();
+        for restore_after in [None, Some(2)] {
+            let mut memory = CrossBatchMemoryConfig::new()
+                .with_memory_size(case.memory_size)
+                .init();
+            for (i, step) in case.steps.iter().enumerate() {
+                let name = format!("{} step {i} (restored after {restore_after:?})", case.name);
+                let (x, y) = batch_tensors(&step.embeddings, &step.labels, &device);
+                let x = x.require_grad();
+                let out = memory.forward_with_stats(&loss, x.clone(), y);
+                assert_eq!(out.stats.triplets, step.triplets, "{name}");
+                check_value_and_grad(&name, out.loss, &x, (step.loss, &step.grad));
+                assert_eq!(
+                    memory.len(),
+                    ((i + 1) * step.labels.len()).min(case.memory_size),
+                    "{name}"
+                );
+                if restore_after == Some(i) {
+                    let state = memory.state();
+                    memory = CrossBatchMemory::from_state(state.clone(), &device).unwrap();
+                    assert_eq!(memory.state(), state, "{name}");
+                }
+            }
+        }
     }
 }

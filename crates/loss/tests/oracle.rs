@@ -7,7 +7,10 @@ mod common;
 
 use burn::prelude::*;
 use common::*;
-use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig, Triplets, mine};
+use triplet_loss::{
+    Distance, Mining, PML_MINER_MARGIN, Reduction, References, TripletLossConfig, Triplets, mine,
+    mine_refs,
+};
 
 fn ints(t: Tensor<1, Int>) -> Vec<usize> {
     t.into_data()
@@ -220,4 +223,156 @@ fn out_of_range_triplet_indices_are_named() {
     let _ = TripletLossConfig::new()
         .init()
         .forward_triplets(x, Triplets::new(idx([0, 1]), idx([1, 0]), idx([2, 7])));
+}
+
+/// Triplets of queries against references by the definitions, O(B·M²), lowest index on ties:
+/// `d` is `[B][M]`, and every reference with the query's label is a positive.
+fn mine_against(
+    mining: Mining,
+    d: &[Vec<f64>],
+    y: &[i64],
+    ry: &[i64],
+    margin: f64,
+) -> Vec<(usize, usize, usize)> {
+    let m = ry.len();
+    let mut out = Vec::new();
+    for a in 0..y.len() {
+        let pos: Vec<usize> = (0..m).filter(|&p| ry[p] == y[a]).collect();
+        let neg: Vec<usize> = (0..m).filter(|&n| ry[n] != y[a]).collect();
+        if pos.is_empty() || neg.is_empty() {
+            continue;
+        }
+        let first = |v: &[usize], better: &dyn Fn(usize, usize) -> bool| {
+            v.iter()
+                .copied()
+                .fold(v[0], |b, i| if better(i, b) { i } else { b })
+        };
+        match mining {
+            Mining::All => {
+                for &p in &pos {
+                    out.extend(neg.iter().map(|&n| (a, p, n)));
+                }
+            }
+            Mining::Hard => out.push((
+                a,
+                first(&pos, &|i, b| d[a][i] > d[a][b]),
+                first(&neg, &|i, b| d[a][i] < d[a][b]),
+            )),
+            Mining::SemiHard => {
+                for &p in &pos {
+                    let beyond: Vec<usize> =
+                        neg.iter().copied().filter(|&n| d[a][n] > d[a][p]).collect();
+                    let n = if beyond.is_empty() {
+                        first(&neg, &|i, b| d[a][i] > d[a][b])
+                    } else {
+                        first(&beyond, &|i, b| d[a][i] < d[a][b])
+                    };
+                    out.push((a, p, n));
+                }
+            }
+            _ => {
+                for &p in &pos {
+                    for &n in &neg {
+                        let gap = d[a][n] - d[a][p];
+                        if gap > 0.0 && gap <= margin {
+                            out.push((a, p, n));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`mine_refs`] and [`TripletLoss::forward_refs`](triplet_loss::TripletLoss::forward_refs)
+/// against the loops: the odd rows of every awkward batch as queries against the whole batch
+/// as references (so each query's copy is one of its positives, at distance 0), every rule,
+/// with and without the swap (whose `d(p, n)` is between two references).
+#[test]
+fn mining_against_references_matches_brute_force() {
+    let device = Device::flex();
+    let mut checked = 0;
+    for kind in KINDS {
+        for seed in 0..15 {
+            let batch = batch(kind, 500 + seed);
+            let rows: Vec<usize> = (0..batch.len()).filter(|i| i % 2 == 1).collect();
+            let queries = Batch {
+                x: rows.iter().map(|&i| batch.x[i].clone()).collect(),
+                y: rows.iter().map(|&i| batch.y[i]).collect(),
+            };
+            for distance in DISTANCES {
+                let (q, r) = (queries.embeddings(&device), batch.embeddings(&device));
+                let d = to_matrix(distance.pairwise(q.clone(), r.clone()));
+                for mining in [
+                    Mining::All,
+                    Mining::Hard,
+                    Mining::SemiHard,
+                    Mining::PmlSemiHard,
+                ] {
+                    let ctx = format!("{kind:?} seed {seed} {distance:?} {mining:?}");
+                    let got = mine_refs(
+                        d_tensor(&d, &device),
+                        queries.labels(&device),
+                        batch.labels(&device),
+                        mining,
+                    );
+                    let got: Vec<(usize, usize, usize)> = ints(got.anchor)
+                        .into_iter()
+                        .zip(ints(got.positive))
+                        .zip(ints(got.negative))
+                        .map(|((a, p), n)| (a, p, n))
+                        .collect();
+                    let want = mine_against(mining, &d, &queries.y, &batch.y, PML_MINER_MARGIN);
+                    assert_eq!(got, want, "{ctx}");
+                    checked += want.len();
+                    // The loss of those triplets, summed, with the loss's own margin.
+                    let margin = 0.5;
+                    let mined = mine_against(mining, &d, &queries.y, &batch.y, margin);
+                    for swap in [false, true] {
+                        let loss = TripletLossConfig::new()
+                            .with_distance(distance)
+                            .with_mining(mining)
+                            .with_reduction(Reduction::Sum)
+                            .with_margin(margin)
+                            .with_swap(swap)
+                            .init();
+                        let out = loss.forward_refs_with_stats(
+                            q.clone(),
+                            queries.labels(&device),
+                            References::new(r.clone(), batch.labels(&device)),
+                        );
+                        let f = |i: &[f32], j: &[f32]| common::distance(distance, i, j);
+                        let want: f64 = mined
+                            .iter()
+                            .map(|&(a, p, n)| {
+                                let (xa, xp, xn) = (&queries.x[a], &batch.x[p], &batch.x[n]);
+                                let mut d_an = f(xa, xn);
+                                if swap {
+                                    d_an = d_an.min(f(xp, xn));
+                                }
+                                (f(xa, xp) - d_an + margin).max(0.0)
+                            })
+                            .sum();
+                        let got = to_vec(out.loss)[0] as f64;
+                        assert!(
+                            close(got, want, 1e-4, 1e-4),
+                            "{ctx} swap={swap}: {got} vs {want}"
+                        );
+                        assert_eq!(
+                            out.stats.triplets as usize,
+                            mined.len(),
+                            "{ctx} swap={swap}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 5_000, "only {checked} triplets checked");
+}
+
+fn d_tensor(d: &[Vec<f64>], device: &Device) -> Tensor<2> {
+    let flat: Vec<f32> = d.iter().flatten().map(|&v| v as f32).collect();
+    Tensor::from_data(TensorData::new(flat, [d.len(), d[0].len()]), device)
 }

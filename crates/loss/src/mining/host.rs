@@ -21,52 +21,94 @@ use burn::prelude::*;
 use crate::output::MiningStats;
 use crate::triplets::Triplets;
 
-/// Class structure of a batch: dense class ids and the members of each class.
+/// Class structure of a batch mined against references: dense class ids of the queries (the
+/// anchors, rows of the distance matrix) and of the references (positives and negatives, its
+/// columns), and the references of each class. In-batch mining is the square case: the
+/// references are the batch, and each query's own row is not its positive.
 pub(crate) struct Classes {
-    /// Dense class id of each sample.
+    /// Dense class id of each query; a label no reference has gets an id with no members.
+    query: Vec<u32>,
+    /// Dense class id of each reference.
     pub id: Vec<u32>,
-    /// Sample indices of each class, ascending.
+    /// Reference indices of each class, ascending.
     pub members: Vec<Vec<u32>>,
+    /// The reference that is the query itself (never its positive), if any.
+    own: Vec<Option<u32>>,
 }
 
 impl Classes {
+    /// In-batch: the batch is its own reference set.
     pub fn new(labels: &[i64]) -> Self {
+        let own = (0..labels.len()).map(|i| Some(i as u32)).collect();
+        Self::against(labels, labels, own)
+    }
+
+    /// Queries labelled `labels` against references labelled `ref_labels`; `own[a]` is the
+    /// reference row that holds query `a` itself (same label), excluded from its positives.
+    pub fn against(labels: &[i64], ref_labels: &[i64], own: Vec<Option<u32>>) -> Self {
+        debug_assert_eq!(own.len(), labels.len());
         let mut dense: HashMap<i64, u32> = HashMap::new();
         let mut members: Vec<Vec<u32>> = Vec::new();
-        let id = labels
+        let mut class_of = |label: i64, members: &mut Vec<Vec<u32>>| {
+            let next = members.len() as u32;
+            let c = *dense.entry(label).or_insert(next);
+            if c == next {
+                members.push(Vec::new());
+            }
+            c
+        };
+        let id = ref_labels
             .iter()
             .enumerate()
-            .map(|(i, label)| {
-                let next = members.len() as u32;
-                let c = *dense.entry(*label).or_insert(next);
-                if c == next {
-                    members.push(Vec::new());
-                }
+            .map(|(i, &label)| {
+                let c = class_of(label, &mut members);
                 members[c as usize].push(i as u32);
                 c
             })
             .collect();
-        Self { id, members }
+        let query = labels
+            .iter()
+            .map(|&label| class_of(label, &mut members))
+            .collect();
+        Self {
+            query,
+            id,
+            members,
+            own,
+        }
     }
 
-    fn len(&self) -> usize {
+    /// The number of queries (anchors, rows).
+    pub fn queries(&self) -> usize {
+        self.query.len()
+    }
+
+    /// The number of references (columns).
+    pub fn refs(&self) -> usize {
         self.id.len()
     }
 
-    /// Positives of anchor `a`: its class without itself.
+    /// The class of query `a`.
+    fn class(&self, a: usize) -> u32 {
+        self.query[a]
+    }
+
+    /// Positives of anchor `a`: the references of its class, without itself.
     fn positives(&self, a: usize) -> impl Iterator<Item = usize> + '_ {
-        self.members[self.id[a] as usize]
+        let own = self.own[a];
+        self.members[self.query[a] as usize]
             .iter()
+            .filter(move |&&p| Some(p) != own)
             .map(|&p| p as usize)
-            .filter(move |&p| p != a)
     }
 
     fn num_positives(&self, a: usize) -> usize {
-        self.members[self.id[a] as usize].len() - 1
+        let class = &self.members[self.query[a] as usize];
+        class.len() - self.own[a].is_some_and(|o| class.binary_search(&o).is_ok()) as usize
     }
 
     fn num_negatives(&self, a: usize) -> usize {
-        self.len() - self.members[self.id[a] as usize].len()
+        self.refs() - self.members[self.query[a] as usize].len()
     }
 }
 
@@ -160,18 +202,18 @@ fn par_anchors<T: Send, R: Send>(
 /// Batch-hard (Hermans et al. 2017): per anchor with a positive and a negative, the farthest
 /// positive and the nearest negative.
 pub(crate) fn hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
-    let b = classes.len();
+    let (b, m) = (classes.queries(), classes.refs());
     let parts = par_anchors(b, &mut [] as &mut [u8], 0, |anchors, _| {
         let mut out = IndexTriplets::default();
         for a in anchors {
-            let row = &dist[a * b..(a + 1) * b];
+            let row = &dist[a * m..(a + 1) * m];
             let mut pos: Option<(f32, usize)> = None;
             for p in classes.positives(a) {
                 if pos.is_none_or(|(d, _)| row[p] > d) {
                     pos = Some((row[p], p));
                 }
             }
-            let own = classes.id[a];
+            let own = classes.class(a);
             let mut neg: Option<(f32, usize)> = None;
             for (n, &d) in row.iter().enumerate() {
                 if classes.id[n] != own && neg.is_none_or(|(best, _)| d < best) {
@@ -190,7 +232,7 @@ pub(crate) fn hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
 /// Semi-hard (FaceNet; TensorFlow Addons' rule): for each positive pair `(a, p)` whose anchor
 /// has a negative, the nearest negative with `d_an > d_ap`, else the farthest negative.
 pub(crate) fn semi_hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
-    let b = classes.len();
+    let (b, cols) = (classes.queries(), classes.refs());
     let parts = par_anchors(b, &mut [] as &mut [u8], 0, |anchors, _| {
         let mut out = IndexTriplets::default();
         let mut pos: Vec<(f32, usize)> = Vec::new();
@@ -200,7 +242,7 @@ pub(crate) fn semi_hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
             if classes.num_negatives(a) == 0 {
                 continue;
             }
-            let row = &dist[a * b..(a + 1) * b];
+            let row = &dist[a * cols..(a + 1) * cols];
             sorted_positives(row, classes, a, &mut pos);
             let m = pos.len();
             if m == 0 {
@@ -210,7 +252,7 @@ pub(crate) fn semi_hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
             bucket_min.clear();
             bucket_min.resize(m + 1, None);
             let mut farthest: Option<(f32, usize)> = None;
-            let own = classes.id[a];
+            let own = classes.class(a);
             for (n, &d) in row.iter().enumerate() {
                 if classes.id[n] == own {
                     continue;
@@ -249,12 +291,12 @@ pub(crate) fn semi_hard(dist: &[f32], classes: &Classes) -> IndexTriplets {
 /// "semihard")`): every valid triplet with `0 < d_an − d_ap ≤ margin`, ordered by anchor,
 /// positive, negative. `O(Σₐ |P(a)|·|N(a)|)` time; memory proportional to the triplets kept.
 pub(crate) fn pml_semi_hard(dist: &[f32], classes: &Classes, margin: f64) -> IndexTriplets {
-    let b = classes.len();
+    let (b, m) = (classes.queries(), classes.refs());
     let parts = par_anchors(b, &mut [] as &mut [u8], 0, |anchors, _| {
         let mut out = IndexTriplets::default();
         for a in anchors {
-            let own = classes.id[a];
-            let row = &dist[a * b..(a + 1) * b];
+            let own = classes.class(a);
+            let row = &dist[a * m..(a + 1) * m];
             for p in classes.positives(a) {
                 let d_ap = f64::from(row[p]);
                 for (n, &d) in row.iter().enumerate() {
@@ -273,12 +315,11 @@ pub(crate) fn pml_semi_hard(dist: &[f32], classes: &Classes, margin: f64) -> Ind
 /// Every valid triplet `(a, p, n)`, ordered by anchor, positive, negative. Memory is
 /// proportional to their number: for inspection and small batches only.
 pub(crate) fn all(classes: &Classes) -> IndexTriplets {
-    let b = classes.len();
     let mut out = IndexTriplets::default();
-    for a in 0..b {
-        let own = classes.id[a];
+    for a in 0..classes.queries() {
+        let own = classes.class(a);
         for p in classes.positives(a) {
-            for n in (0..b).filter(|&n| classes.id[n] != own) {
+            for n in (0..classes.refs()).filter(|&n| classes.id[n] != own) {
                 out.push(a, p, n);
             }
         }
@@ -352,25 +393,26 @@ impl HostStats {
         self
     }
 
-    /// Statistics of explicit triplets; with `swap`, `d(a,n)` is the smaller of `d(a,n)` and
-    /// `d(p,n)`, as the loss takes it.
+    /// Statistics of explicit triplets over a distance matrix of `cols` columns; with the
+    /// swap, `swapped[i]` is `d(p, n)` of triplet `i` and `d(a,n)` the smaller of the two, as
+    /// the loss takes it.
     pub fn of_triplets(
         dist: &[f32],
-        b: usize,
+        cols: usize,
         t: &IndexTriplets,
         margin: f64,
         soft: bool,
-        swap: bool,
+        swapped: Option<&[f32]>,
     ) -> Self {
         let mut stats = HostStats {
             triplets: t.len() as u64,
             ..HostStats::default()
         };
         let mut last_anchor = None;
-        for (a, p, n) in t.iter() {
-            let (d_ap, mut d_an) = (dist[a * b + p] as f64, dist[a * b + n] as f64);
-            if swap {
-                d_an = d_an.min(dist[p * b + n] as f64);
+        for (i, (a, p, n)) in t.iter().enumerate() {
+            let (d_ap, mut d_an) = (dist[a * cols + p] as f64, dist[a * cols + n] as f64);
+            if let Some(pn) = swapped {
+                d_an = d_an.min(pn[i] as f64);
             }
             stats.sum_d_ap += d_ap;
             stats.sum_d_an += d_an;
@@ -386,16 +428,21 @@ impl HostStats {
     }
 }
 
-/// Explicit triplets reduced to `∂(Σ losses)/∂D` per distance-matrix entry (`B×B`, row-major)
-/// and the exact sum of their losses.
+/// `d(p, n)` of each triplet, read from a square `[b, b]` distance matrix (in-batch triplets).
+pub(crate) fn positive_negative(dist: &[f32], b: usize, t: &IndexTriplets) -> Vec<f32> {
+    t.iter().map(|(_, p, n)| dist[p * b + n]).collect()
+}
+
+/// Explicit triplets reduced to `∂(Σ losses)/∂D` per distance-matrix entry (`rows × cols`,
+/// row-major) and the exact sum of their losses.
 pub(crate) fn triplet_weights(
     dist: &[f32],
-    b: usize,
+    [rows, b]: [usize; 2],
     t: &IndexTriplets,
     margin: f64,
     soft: bool,
 ) -> (Vec<f32>, f64) {
-    let mut weights = vec![0.0f32; b * b];
+    let mut weights = vec![0.0f32; rows * b];
     let mut sum = 0.0f64;
     for (a, p, n) in t.iter() {
         let diff = dist[a * b + p] as f64 - dist[a * b + n] as f64;
@@ -446,9 +493,9 @@ fn sorted_positives(row: &[f32], classes: &Classes, a: usize, out: &mut Vec<(f32
 /// Batch-all over every valid triplet, as a weight matrix: `O(B² log K)` with the hinge,
 /// `O(B²·K)` with the soft margin.
 pub(crate) fn all_weights(dist: &[f32], classes: &Classes, margin: f64, soft: bool) -> AllWeights {
-    let b = classes.len();
-    let mut weights = vec![0.0f32; b * b];
-    let parts = par_anchors(b, &mut weights, b, |anchors, w_rows| {
+    let (b, cols) = (classes.queries(), classes.refs());
+    let mut weights = vec![0.0f32; b * cols];
+    let parts = par_anchors(b, &mut weights, cols, |anchors, w_rows| {
         let mut loss_sum = 0.0f64;
         let mut stats = HostStats::default();
         let mut thresholds: Vec<(f64, usize)> = Vec::new();
@@ -456,16 +503,16 @@ pub(crate) fn all_weights(dist: &[f32], classes: &Classes, margin: f64, soft: bo
         let mut sum: Vec<f64> = Vec::new();
         let first = anchors.start;
         for a in anchors {
-            let row = &dist[a * b..(a + 1) * b];
-            let w = &mut w_rows[(a - first) * b..(a - first + 1) * b];
+            let row = &dist[a * cols..(a + 1) * cols];
+            let w = &mut w_rows[(a - first) * cols..(a - first + 1) * cols];
             let (m, nn) = (classes.num_positives(a), classes.num_negatives(a));
             if m == 0 || nn == 0 {
                 continue;
             }
             stats.triplets += (m * nn) as u64;
             stats.anchors_with_triplet += 1;
-            let own = classes.id[a];
-            let negatives = || (0..b).filter(move |&n| classes.id[n] != own);
+            let own = classes.class(a);
+            let negatives = || (0..cols).filter(move |&n| classes.id[n] != own);
             let (mut pos_sum, mut neg_sum) = (0.0f64, 0.0f64);
             for p in classes.positives(a) {
                 pos_sum += row[p] as f64;
@@ -637,8 +684,8 @@ mod tests {
             let got = all_weights(&d, &classes, margin, soft);
             // Per-triplet loops over every materialised triplet.
             let every = all(&classes);
-            let (weights, loss) = triplet_weights(&d, b, &every, margin, soft);
-            let stats = HostStats::of_triplets(&d, b, &every, margin, soft, false);
+            let (weights, loss) = triplet_weights(&d, [b, b], &every, margin, soft);
+            let stats = HostStats::of_triplets(&d, b, &every, margin, soft, None);
             let (triplets, active) = (stats.triplets, stats.active);
             assert_eq!(got.stats.triplets, triplets);
             assert_eq!(got.stats.active, active);

@@ -1,0 +1,198 @@
+//! Mining and the loss against reference embeddings (pytorch-metric-learning's `ref_emb` /
+//! `ref_labels`): anchors from the batch, positives and negatives from another set.
+
+use burn::prelude::*;
+
+use crate::mining::{Mining, PML_MINER_MARGIN, host, mine_host, read_ints};
+use crate::output::TripletOutput;
+use crate::triplet::TripletLoss;
+use crate::triplets::Triplets;
+
+/// Reference embeddings and their labels, which a batch's anchors are mined against
+/// (pytorch-metric-learning's `ref_emb` and `ref_labels`): positives are the references with the
+/// anchor's label, negatives those with another. Every reference counts, so a reference that is
+/// a copy of the anchor is one of its positives; [`CrossBatchMemory`](crate::CrossBatchMemory)
+/// leaves out the copies it holds of its batch, as PML's does.
+///
+/// Gradients flow to the references too where they are attached to a graph; detach them (as a
+/// memory bank does) to train through the anchors only.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct References {
+    /// `[M, dim]`.
+    pub embeddings: Tensor<2>,
+    /// `[M]`, any integer values.
+    pub labels: Tensor<1, Int>,
+}
+
+impl References {
+    /// References from embeddings and labels.
+    ///
+    /// # Panics
+    /// If `labels` does not have one entry per embedding.
+    pub fn new(embeddings: Tensor<2>, labels: Tensor<1, Int>) -> Self {
+        let ([m, _], [n]) = (embeddings.dims(), labels.dims());
+        assert_eq!(
+            n, m,
+            "reference labels have {n} entries for {m} reference embeddings"
+        );
+        Self { embeddings, labels }
+    }
+
+    /// The number of references.
+    pub fn len(&self) -> usize {
+        self.embeddings.dims()[0]
+    }
+
+    /// Whether there is no reference.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl TripletLoss {
+    /// The loss of a batch's anchors against reference embeddings: triplets `(a, p, n)` with `a`
+    /// a row of `embeddings` and `p`, `n` rows of the references, mined on the host from the
+    /// detached `[batch, M]` distances with the configured rule, and reduced as
+    /// [`forward`](Self::forward) does. Memory is `O(batch·M)`; nothing `M×M` is formed.
+    ///
+    /// With [`swap`](crate::TripletLossConfig::swap), `d(p, n)` is measured between the two
+    /// references. (pytorch-metric-learning 2.9 reads it from the query-by-reference matrix,
+    /// which is wrong with references, so it is not compared with PML there.)
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[batch, dim]`, `labels`: `[batch]`
+    /// - `refs`: `[M, dim]` and `[M]`
+    /// - output: `[1]`
+    ///
+    /// # Panics
+    /// If `labels` does not have one entry per embedding, or the dimensions differ.
+    ///
+    /// # Example
+    /// ```
+    /// # use burn::prelude::*; use triplet_loss::{Mining, References, TripletLossConfig};
+    /// let device = Device::flex();
+    /// let x = Tensor::<2>::from_data([[0.0, 0.0]], &device);
+    /// let y = Tensor::<1, Int>::from_data([0], &device);
+    /// let refs = References::new(
+    ///     Tensor::<2>::from_data([[0.0, 2.0], [0.0, 3.0]], &device),
+    ///     Tensor::<1, Int>::from_data([0, 1], &device),
+    /// );
+    /// let loss = TripletLossConfig::new().with_margin(1.0).with_mining(Mining::All).init();
+    /// // One triplet: d(a, p) = 2, d(a, n) = 3, loss max(2 − 3 + 1, 0) = 0.
+    /// let value: f32 = loss.forward_refs(x, y, refs).into_scalar();
+    /// assert_eq!(value, 0.0);
+    /// ```
+    pub fn forward_refs(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+        refs: References,
+    ) -> Tensor<1> {
+        self.forward_refs_with_stats(embeddings, labels, refs).loss
+    }
+
+    /// Like [`forward_refs`](Self::forward_refs), also returning what mining found
+    /// ([`MiningStats`](crate::MiningStats) over the `[batch, M]` distances).
+    ///
+    /// # Shapes
+    /// As [`forward_refs`](Self::forward_refs); output: `loss` `[1]`, and `stats`.
+    ///
+    /// # Panics
+    /// As [`forward_refs`](Self::forward_refs).
+    pub fn forward_refs_with_stats(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+        refs: References,
+    ) -> TripletOutput {
+        let ref_labels = read_ints(refs.labels);
+        let own = vec![None; embeddings.dims()[0]];
+        self.against(embeddings, labels, refs.embeddings, &ref_labels, own)
+    }
+
+    /// The loss of `embeddings` against `refs` labelled `ref_labels` (on the host), where
+    /// `own[a]` is the reference that holds anchor `a` itself (never its positive).
+    pub(crate) fn against(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+        refs: Tensor<2>,
+        ref_labels: &[i64],
+        own: Vec<Option<u32>>,
+    ) -> TripletOutput {
+        let ([b, dim], [n], [m, ref_dim]) = (embeddings.dims(), labels.dims(), refs.dims());
+        assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
+        assert_eq!(
+            dim, ref_dim,
+            "the embeddings are {dim}-d and the references {ref_dim}-d"
+        );
+        debug_assert_eq!(ref_labels.len(), m);
+        let dist = self
+            .distance()
+            .pairwise(embeddings.clone().detach(), refs.clone().detach());
+        let dist = read_distances(dist);
+        let classes = host::Classes::against(&read_ints(labels), ref_labels, own);
+        self.host_mined(embeddings, Some(refs), &dist, &classes, self.mining(), None)
+    }
+}
+
+/// Mines triplets of a batch's anchors against references, from their distance matrix: `a`
+/// indexes the rows (the batch), `p` and `n` the columns (the references). The references'
+/// copy of an anchor, if any, is a positive like any other (see [`References`]).
+/// [`Mining::PmlSemiHard`] gets PML's default margin, as with [`mine`](crate::mine).
+///
+/// # Shapes
+/// - `dist`: `[batch, M]`, smaller = closer (e.g. `Distance::pairwise(x, refs)`)
+/// - `labels`: `[batch]`, `ref_labels`: `[M]`
+/// - output: three `[num_triplets]` index tensors, ordered by anchor, positive, negative
+///
+/// # Panics
+/// If the labels do not match `dist`'s rows and columns, or `dist` holds a NaN or an
+/// infinity.
+pub fn mine_refs(
+    dist: Tensor<2>,
+    labels: Tensor<1, Int>,
+    ref_labels: Tensor<1, Int>,
+    mining: Mining,
+) -> Triplets {
+    mine_refs_with_margin(dist, labels, ref_labels, mining, PML_MINER_MARGIN)
+}
+
+/// [`mine_refs`] with the band's margin for [`Mining::PmlSemiHard`].
+///
+/// # Panics
+/// As [`mine_refs`].
+pub fn mine_refs_with_margin(
+    dist: Tensor<2>,
+    labels: Tensor<1, Int>,
+    ref_labels: Tensor<1, Int>,
+    mining: Mining,
+    margin: f64,
+) -> Triplets {
+    let device = dist.device();
+    let ([b, m], [n], [r]) = (dist.dims(), labels.dims(), ref_labels.dims());
+    assert_eq!(
+        n, b,
+        "labels have {n} entries for {b} rows of the distance matrix"
+    );
+    assert_eq!(
+        r, m,
+        "reference labels have {r} entries for {m} columns of the distance matrix"
+    );
+    let dist = read_distances(dist.detach());
+    let bad = host::count_non_finite(&dist);
+    assert!(
+        bad == 0,
+        "the distance matrix has {bad} non-finite entries (NaN or infinite embeddings): \
+         nothing can be mined from it"
+    );
+    let classes = host::Classes::against(&read_ints(labels), &read_ints(ref_labels), vec![None; b]);
+    mine_host(&dist, &classes, mining, margin).into_tensors(&device)
+}
+
+fn read_distances(dist: Tensor<2>) -> Vec<f32> {
+    dist.into_data()
+        .try_into_vec_as::<f32>()
+        .expect("distance matrix converts to f32")
+}
