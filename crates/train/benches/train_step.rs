@@ -128,6 +128,7 @@ fn main() {
         let (_value, _stats, grads) = step_on_replicas(
             &model,
             &loss,
+            None,
             &replicas,
             &images,
             &labels,

@@ -214,7 +214,32 @@ fn user_mistakes_get_one_clear_message() {
         "p_big.toml",
         "[sampler]\np = 9\nk = 2\n[data]\nsplit = \"none\"\n",
     );
+    let small_memory = cfg(
+        "small_memory.toml",
+        "[sampler]\np = 3\nk = 4\n[loss]\nmemory_size = 10\n",
+    );
+    let memory = cfg(
+        "memory.toml",
+        "[sampler]\np = 2\nk = 4\n[loss]\nmemory_size = 64\n",
+    );
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--config", &small_memory, "--data", d, "--out", o],
+            vec!["loss.memory_size = 10", "P×K = 12"],
+        ),
+        (
+            vec![
+                "--config",
+                &memory,
+                "--data",
+                d,
+                "--out",
+                o,
+                "--devices",
+                "0,0",
+            ],
+            vec!["--devices 0,0", "cross-batch memory", "one device"],
+        ),
         (
             vec!["--data", "/no/such/folder", "--out", o],
             vec!["/no/such/folder", "does not exist"],

@@ -394,7 +394,8 @@ fn kills_in_every_phase_resume_to_the_uninterrupted_run() {
 }
 
 /// The same for a ResNet-18 with frozen backbone BatchNorm (and a BatchNorm in the head that
-/// trains), for bf16, and for two replicas on one device.
+/// trains), for bf16, for two replicas on one device, and for a cross-batch memory (3 batches
+/// of 8: it wraps within each epoch, and every checkpoint saves it).
 #[test]
 fn kills_resume_exactly_for_resnets_bf16_and_replicas() {
     let tmp = tempfile::tempdir().unwrap();
@@ -418,6 +419,14 @@ fn kills_resume_exactly_for_resnets_bf16_and_replicas() {
             short.replace("p = 2\nk = 4", "p = 4\nk = 2"),
             &["--devices", "0,0"][..],
         ),
+        (
+            "memory",
+            short.replace(
+                "[optimizer]",
+                "[loss]\nmining = \"hard\"\nmemory_size = 24\n[optimizer]",
+            ),
+            &[][..],
+        ),
     ] {
         let dir = tmp.path().join(name);
         fs::create_dir_all(&dir).unwrap();
@@ -428,6 +437,13 @@ fn kills_resume_exactly_for_resnets_bf16_and_replicas() {
         let killed = dir.join("killed");
         run(&path, &data, &killed, extra, &kills);
         assert_same_run(&straight, &killed, &data);
+        if name == "memory" {
+            assert!(
+                files(&straight).iter().any(|f| f.ends_with("memory.bin")),
+                "{:?}",
+                files(&straight)
+            );
+        }
     }
 }
 

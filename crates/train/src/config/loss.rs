@@ -2,7 +2,7 @@
 //! config's names for its options convert into the crate's types.
 
 use serde::{Deserialize, Serialize};
-use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig};
+use triplet_loss::{CrossBatchMemoryConfig, Distance, Mining, Reduction, TripletLossConfig};
 
 use super::ConfigError;
 
@@ -62,6 +62,10 @@ pub struct LossConfig {
     /// Anchor swap: the negative's distance is the smaller of `d(a,n)` and `d(p,n)`
     /// (PyTorch's and PML's `swap=True`). Default: false.
     pub swap: bool,
+    /// Cross-batch memory (XBM, PML's `CrossBatchMemory`): each batch's anchors are mined
+    /// against the last `memory_size` training embeddings (detached), the batch's own
+    /// included. At least one batch (P×K); one device only. Default: 0, no memory.
+    pub memory_size: usize,
 }
 
 impl Default for LossConfig {
@@ -73,6 +77,7 @@ impl Default for LossConfig {
             reduction: ReductionKind::Mean,
             soft: false,
             swap: false,
+            memory_size: 0,
         }
     }
 }
@@ -130,6 +135,12 @@ impl LossConfig {
             ),
             other => ConfigError::value("loss", other.to_string()),
         })
+    }
+
+    /// The cross-batch memory this section asks for, if any.
+    pub fn memory(&self) -> Option<CrossBatchMemoryConfig> {
+        (self.memory_size > 0)
+            .then(|| CrossBatchMemoryConfig::new().with_memory_size(self.memory_size))
     }
 }
 

@@ -1,5 +1,6 @@
-//! Checkpoints of a run: model, optimiser state, the position of the run ([`RunState`]) and
-//! the config, in one folder per checkpoint under `<run>/checkpoints/`.
+//! Checkpoints of a run: model, optimiser state, the position of the run ([`RunState`]), the
+//! config and, with `[loss] memory_size`, the cross-batch memory (`memory.bin`,
+//! [`super::memory`]), in one folder per checkpoint under `<run>/checkpoints/`.
 //!
 //! Atomic: a checkpoint is written into a hidden temporary folder, each file flushed to disk,
 //! then the folder is renamed into place and `<out>/checkpoints/latest` (written the same way)
@@ -62,23 +63,28 @@ pub struct Checkpoint {
     pub model: Vec<u8>,
     /// The optimiser record (burnpack bytes).
     pub optimizer: Vec<u8>,
+    /// The cross-batch memory (`memory.bin`, [`super::memory`]), in runs that have one.
+    pub memory: Option<Vec<u8>>,
 }
 
 const MODEL: &str = MODEL_FILE;
 const OPTIMIZER: &str = "optimizer.bpk";
 const STATE: &str = "state.json";
+const MEMORY: &str = "memory.bin";
 const CONFIG: &str = CONFIG_FILE;
 const LATEST: &str = "latest";
 const BEST: &str = "best";
 
 impl RunDir {
-    /// Saves a checkpoint named after `state.step` and keeps the newest `keep`.
+    /// Saves a checkpoint named after `state.step` (with the cross-batch `memory`'s bytes
+    /// where the run has one) and keeps the newest `keep`.
     pub fn save_checkpoint(
         &self,
         state: &RunState,
         config: &str,
         model: &[u8],
         optimizer: &[u8],
+        memory: Option<&[u8]>,
         keep: usize,
     ) -> Result<PathBuf> {
         let root = self.checkpoints();
@@ -86,11 +92,12 @@ impl RunDir {
         let name = format!("step-{:09}", state.step);
         let tmp = root.join(format!(".tmp-{name}"));
         let dir = root.join(&name);
-        let files = [
+        let mut files = vec![
             (MODEL, model),
             (OPTIMIZER, optimizer),
             (CONFIG, config.as_bytes()),
         ];
+        files.extend(memory.map(|bytes| (MEMORY, bytes)));
         let saved = Saved {
             state: state.clone(),
             files: files
@@ -260,7 +267,7 @@ fn named(root: &Path, pointer: &str) -> Result<Option<PathBuf>> {
 /// lists is there with the size and CRC-32 it was written with. Checkpoints of older versions
 /// record no sums: only their `state.json` is checked.
 pub fn verify(dir: &Path) -> Result<(), String> {
-    read_checked(dir, &[CONFIG, MODEL, OPTIMIZER]).map(|_| ())
+    read(dir).map(|_| ())
 }
 
 /// `state.json` of `dir` and the files in `wanted`, each checked against the recorded sums
@@ -314,6 +321,10 @@ fn read_checked(dir: &Path, wanted: &[&str]) -> Result<(Saved, Vec<Vec<u8>>), St
 /// Reads checkpoint `dir`, every file checked against the sums recorded with it.
 pub fn read(dir: &Path) -> Result<Checkpoint, String> {
     let (saved, mut files) = read_checked(dir, &[CONFIG, MODEL, OPTIMIZER])?;
+    let memory = match saved.files.contains_key(MEMORY) {
+        true => read_checked(dir, &[MEMORY])?.1.pop(),
+        false => None,
+    };
     let optimizer = files.pop().unwrap_or_default();
     let model = files.pop().unwrap_or_default();
     let config = String::from_utf8(files.pop().unwrap_or_default())
@@ -324,6 +335,7 @@ pub fn read(dir: &Path) -> Result<Checkpoint, String> {
         config,
         model,
         optimizer,
+        memory,
     })
 }
 
@@ -489,7 +501,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         assert!(first_for_inference(out.path()).is_none());
         let first = RunDir::new(out.path())
-            .save_checkpoint(&state(1), "cfg", &[1], &[1], 1)
+            .save_checkpoint(&state(1), "cfg", &[1], &[1], None, 1)
             .unwrap();
         assert_eq!(
             first_for_inference(out.path()).unwrap(),
@@ -498,7 +510,7 @@ mod tests {
         RunDir::new(out.path()).mark_best(&first).unwrap();
         for step in 2..=4 {
             RunDir::new(out.path())
-                .save_checkpoint(&state(step), "cfg", &[step as u8], &[9], 1)
+                .save_checkpoint(&state(step), "cfg", &[step as u8], &[9], None, 1)
                 .unwrap();
         }
         // keep = 1 keeps the latest, and the best besides.
@@ -529,7 +541,7 @@ mod tests {
         for x in [f64::MIN_POSITIVE, 1e300, -2.5e-7, 123_456.789_012_345_67] {
             s.epoch_totals.active = x;
             RunDir::new(out.path())
-                .save_checkpoint(&s, "cfg", &[1], &[1], 2)
+                .save_checkpoint(&s, "cfg", &[1], &[1], None, 2)
                 .unwrap();
             assert_eq!(latest(out.path()).unwrap().state, s);
         }
@@ -544,7 +556,7 @@ mod tests {
         assert!(none.contains("holds no checkpoint"), "{none}");
         for step in 1..=4 {
             RunDir::new(out.path())
-                .save_checkpoint(&state(step), "cfg", &[step as u8], &[9], 2)
+                .save_checkpoint(&state(step), "cfg", &[step as u8], &[9], None, 2)
                 .unwrap();
         }
         let ckpt = latest(out.path()).unwrap();
@@ -563,7 +575,7 @@ mod tests {
     fn a_half_written_checkpoint_is_ignored() {
         let out = tempfile::tempdir().unwrap();
         RunDir::new(out.path())
-            .save_checkpoint(&state(3), "cfg", &[3], &[3], 2)
+            .save_checkpoint(&state(3), "cfg", &[3], &[3], None, 2)
             .unwrap();
         // A kill between creating the temporary folder and renaming it.
         let partial = RunDir::new(out.path())
@@ -594,7 +606,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         for step in 1..=3 {
             RunDir::new(out.path())
-                .save_checkpoint(&state(step), "cfg", &[step as u8; 2000], &[7; 500], 3)
+                .save_checkpoint(&state(step), "cfg", &[step as u8; 2000], &[7; 500], None, 3)
                 .unwrap();
         }
         let root = RunDir::new(out.path()).checkpoints();

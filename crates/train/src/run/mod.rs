@@ -13,6 +13,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod memory;
 pub mod metrics;
 pub mod state;
 pub mod trained;

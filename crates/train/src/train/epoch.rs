@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
-use triplet_loss::TripletLoss;
+use triplet_loss::{CrossBatchMemory, TripletLoss};
 use triplet_model::EmbeddingModel;
 
 use super::collapse::CollapseWatch;
@@ -39,6 +39,8 @@ pub(super) struct Trainer<'a> {
     pub data: &'a Plan,
     /// The loss.
     pub loss: TripletLoss,
+    /// The cross-batch memory, with `[loss] memory_size`.
+    pub memory: Option<CrossBatchMemory>,
     /// One autodiff device per replica; the first holds the model.
     pub replicas: Vec<Device>,
     /// Its optimiser.
@@ -135,6 +137,7 @@ impl Trainer<'_> {
                 let (value, s, grads) = step_on_replicas(
                     &model,
                     &self.loss,
+                    self.memory.as_mut(),
                     &self.replicas,
                     &batch.images,
                     &batch.labels,
@@ -241,11 +244,16 @@ impl Trainer<'_> {
             .into_bytes()
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("serialising the optimiser")?;
+        let memory = self
+            .memory
+            .as_ref()
+            .map(|m| crate::run::memory::encode(&m.state()));
         self.run.save_checkpoint(
             state,
             self.config_toml,
             &model_bytes(model)?,
             &optimizer,
+            memory.as_deref(),
             self.config.train.keep_checkpoints,
         )
     }

@@ -21,7 +21,7 @@ mod validation;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 
 use crate::config::Precision;
@@ -29,10 +29,12 @@ use crate::console::{Progress, say};
 use crate::data::loader::BadImages;
 use crate::device::Backend;
 use crate::eval::metrics::Retrieval;
+use crate::run::checkpoint::Checkpoint;
 use crate::run::metrics::{EpochRecord, MetricsLog, Record, Resume};
 use collapse::CollapseWatch;
 use epoch::{EpochEnd, Trainer};
 use resolve::{Resolved, resolve};
+use triplet_loss::CrossBatchMemory;
 
 pub use optim::{learning_rate, optimizer};
 pub use validation::{evaluate, summary_line};
@@ -109,12 +111,14 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
             records: c.state.metrics_records,
         }),
     )?;
+    let memory = restore_memory(&config, resumed.as_ref(), &replicas[0])?;
     let mut trainer = Trainer {
         run: &run,
         config: &config,
         config_toml: &config_toml,
         data: &data,
         loss: config.loss().init(),
+        memory,
         replicas,
         optim,
         metrics,
@@ -174,6 +178,36 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         retrieval,
         skipped_images: trainer.bad.len(),
     })
+}
+
+/// The cross-batch memory of `[loss] memory_size`: empty for a new run, as the checkpoint
+/// saved it for a resumed one (on the first device).
+fn restore_memory(
+    config: &crate::config::ExperimentConfig,
+    resumed: Option<&Checkpoint>,
+    device: &Device,
+) -> Result<Option<CrossBatchMemory>> {
+    let Some(memory) = config.loss.memory() else {
+        return Ok(None);
+    };
+    let Some(checkpoint) = resumed else {
+        return Ok(Some(memory.init()));
+    };
+    let dir = checkpoint.dir.display();
+    let bytes = checkpoint.memory.as_deref().with_context(|| {
+        format!("checkpoint {dir} has no memory.bin, but its config sets loss.memory_size")
+    })?;
+    let state = crate::run::memory::decode(bytes).map_err(|e| anyhow::anyhow!("{dir}: {e}"))?;
+    let restored = CrossBatchMemory::from_state(state, device)
+        .with_context(|| format!("the cross-batch memory of checkpoint {dir}"))?;
+    if restored.capacity() != memory.memory_size {
+        bail!(
+            "checkpoint {dir} holds a cross-batch memory of {} rows, its config {}",
+            restored.capacity(),
+            memory.memory_size
+        );
+    }
+    Ok(Some(restored))
 }
 
 /// Prints what the run will do: the plan's notes, a warning for patience without validation,

@@ -119,6 +119,23 @@ pub fn resolve(options: &TrainOptions) -> Result<Resolved> {
 
     let source = source::open(&data_path)?;
     let data = setup::plan(&config, source, &data_path)?;
+    if config.loss.memory_size > 0 {
+        let batch = data.sampler.batch_size();
+        if config.loss.memory_size < batch {
+            bail!(
+                "loss.memory_size = {} is smaller than a batch of P×K = {batch} images: the \
+                 cross-batch memory holds at least one batch",
+                config.loss.memory_size
+            );
+        }
+        if replica_devices.len() > 1 {
+            bail!(
+                "--devices {}: the cross-batch memory (loss.memory_size) trains on one device \
+                 only",
+                list_devices(&devices)
+            );
+        }
+    }
     let p = data.sampler.classes_per_batch();
     if p < 2 * replica_devices.len() {
         bail!(

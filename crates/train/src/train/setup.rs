@@ -128,14 +128,18 @@ pub fn plan(config: &ExperimentConfig, source: DataSource, path: &Path) -> Resul
         }
     ));
     notes.push(format!(
-        "input {channels}×{}×{}; model {} → {}-d; loss {} mining, {} distance, margin {}",
+        "input {channels}×{}×{}; model {} → {}-d; loss {} mining, {} distance, margin {}{}",
         size[0],
         size[1],
         toml_name(&config.model.backbone),
         config.model.dim,
         toml_name(&config.loss.mining),
         toml_name(&config.loss.distance),
-        config.loss.margin
+        config.loss.margin,
+        match config.loss.memory_size {
+            0 => String::new(),
+            n => format!(", against a cross-batch memory of {n}"),
+        }
     ));
     notes.push(format!(
         "batches of P={p} classes × K={k} = {}, {} per epoch, {} epoch(s); optimizer {} lr {}",

@@ -5,7 +5,7 @@
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use triplet_loss::{MiningStats, TripletLoss};
+use triplet_loss::{CrossBatchMemory, MiningStats, TripletLoss};
 use triplet_model::EmbeddingModel;
 
 /// One training step's loss, mining statistics and gradients (on the first device), with the
@@ -15,9 +15,16 @@ use triplet_model::EmbeddingModel;
 /// in its own thread, as in `MultiDevice`: the devices work at the same time, and Burn's
 /// BatchNorm running statistics, which merge the updates of different threads, take one
 /// averaged step instead of one per replica.
+///
+/// With a cross-batch `memory` (one replica only), the batch's anchors are mined against the
+/// memory, which takes the batch in first.
+///
+/// # Panics
+/// If a `memory` is given with several replicas (`train` refuses that combination).
 pub fn step_on_replicas(
     model: &EmbeddingModel,
     loss: &TripletLoss,
+    mut memory: Option<&mut CrossBatchMemory>,
     replicas: &[Device],
     images: &[f32],
     labels: &[i64],
@@ -27,49 +34,58 @@ pub fn step_on_replicas(
     let image_len = c * h * w;
     let parts = shard_by_class(labels, replicas.len());
     let weight = 1.0 / parts.len() as f64;
-    let part = |index: usize, device: &Device, rows: &[usize]| {
-        // Every replica but the first gets parameters of its own (`fork`, same ids, shared
-        // BatchNorm running states), even on the first's device (`--devices 0,0`): two threads
-        // building graphs on the same autodiff leaves deadlock in Burn 0.22.1 (one merges the
-        // graphs while the other's backward cleans them up, each holding the lock the other
-        // waits for).
-        let replica = if index == 0 {
-            model.clone()
-        } else {
-            model.clone().fork(device)
+    assert!(
+        memory.is_none() || replicas.len() == 1,
+        "a cross-batch memory trains on one replica"
+    );
+    let part =
+        |index: usize, device: &Device, rows: &[usize], memory: Option<&mut CrossBatchMemory>| {
+            // Every replica but the first gets parameters of its own (`fork`, same ids, shared
+            // BatchNorm running states), even on the first's device (`--devices 0,0`): two threads
+            // building graphs on the same autodiff leaves deadlock in Burn 0.22.1 (one merges the
+            // graphs while the other's backward cleans them up, each holding the lock the other
+            // waits for).
+            let replica = if index == 0 {
+                model.clone()
+            } else {
+                model.clone().fork(device)
+            };
+            let mut x = Vec::with_capacity(rows.len() * image_len);
+            for &r in rows {
+                x.extend_from_slice(&images[r * image_len..(r + 1) * image_len]);
+            }
+            let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
+            let n = rows.len();
+            let x = Tensor::<4>::from_data(TensorData::new(x, [n, c, h, w]), device);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device);
+            let embeddings = replica.forward(x);
+            let output = match memory {
+                Some(memory) => memory.forward_with_stats(loss, embeddings, y),
+                None => loss.forward_with_stats(embeddings, y),
+            };
+            let part_loss = if parts.len() == 1 {
+                output.loss
+            } else {
+                output.loss.mul_scalar(weight)
+            };
+            let value = f64::from(part_loss.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(part_loss.backward(), &replica);
+            let grads = if device == main {
+                grads
+            } else {
+                grads.to_device(main, &replica)
+            };
+            (value, output.stats, grads)
         };
-        let mut x = Vec::with_capacity(rows.len() * image_len);
-        for &r in rows {
-            x.extend_from_slice(&images[r * image_len..(r + 1) * image_len]);
-        }
-        let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
-        let n = rows.len();
-        let x = Tensor::<4>::from_data(TensorData::new(x, [n, c, h, w]), device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device);
-        let output = loss.forward_with_stats(replica.forward(x), y);
-        let part_loss = if parts.len() == 1 {
-            output.loss
-        } else {
-            output.loss.mul_scalar(weight)
-        };
-        let value = f64::from(part_loss.clone().into_scalar::<f32>());
-        let grads = GradientsParams::from_grads(part_loss.backward(), &replica);
-        let grads = if device == main {
-            grads
-        } else {
-            grads.to_device(main, &replica)
-        };
-        (value, output.stats, grads)
-    };
     let results: Vec<(f64, MiningStats, GradientsParams)> = if parts.len() == 1 {
-        vec![part(0, main, &parts[0])]
+        vec![part(0, main, &parts[0], memory.take())]
     } else {
         std::thread::scope(|scope| {
             let handles: Vec<_> = replicas
                 .iter()
                 .zip(&parts)
                 .enumerate()
-                .map(|(i, (device, rows))| scope.spawn(move || part(i, device, rows)))
+                .map(|(i, (device, rows))| scope.spawn(move || part(i, device, rows, None)))
                 .collect();
             handles
                 .into_iter()
@@ -257,6 +273,7 @@ mod tests {
                 step_on_replicas(
                     &model,
                     &loss,
+                    None,
                     &vec![device.clone(); replicas],
                     &images,
                     &labels,
@@ -301,6 +318,7 @@ mod tests {
         let (value, stats, grads) = step_on_replicas(
             &model,
             &loss,
+            None,
             &[device.clone(), device.clone()],
             &images,
             &labels,
@@ -352,6 +370,7 @@ mod tests {
         let (_, stats, _) = step_on_replicas(
             &model,
             &loss,
+            None,
             &[device.clone(), device.clone()],
             &images,
             &labels,
