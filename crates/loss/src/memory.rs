@@ -148,7 +148,7 @@ impl CrossBatchMemory {
         let slots = self.enqueue(embeddings.clone(), labels.clone());
         let bank = self.bank.clone().expect("the batch was stored");
         let refs = if self.len() < self.capacity {
-            bank.slice([0..self.len()])
+            bank.narrow(0, 0, self.len())
         } else {
             bank
         };
@@ -180,11 +180,11 @@ impl CrossBatchMemory {
         // The slots next..next+b, wrapping: at most two contiguous pieces.
         let first = b.min(self.capacity - self.next);
         let mut bank = bank.slice_assign(
-            [self.next..self.next + first],
-            rows.clone().slice([0..first]),
+            [self.next..self.next + first, 0..dim],
+            rows.clone().narrow(0, 0, first),
         );
         if first < b {
-            bank = bank.slice_assign([0..b - first], rows.slice([first..b]));
+            bank = bank.slice_assign([0..b - first, 0..dim], rows.narrow(0, first, b - first));
         }
         // Detached again: the bank must never hold on to a step's graph (that graph is consumed
         // by the step's backward, and a later step's backward would reach its tape).
@@ -206,7 +206,7 @@ impl CrossBatchMemory {
         let (dim, embeddings) = match &self.bank {
             Some(bank) => {
                 let dim = bank.dims()[1];
-                let rows = bank.clone().slice([0..self.len()]);
+                let rows = bank.clone().narrow(0, 0, self.len());
                 let values = rows
                     .into_data()
                     .try_into_vec_as::<f32>()

@@ -117,7 +117,7 @@ pub fn mine_with_margin(
 
 /// Whether batch-hard is cheaper through the host miner than on the device: true for Burn's
 /// CPU backends (the "read-back" is a copy, and the host loop beats the device path's dozen
-/// `B×B` mask passes: 1.6 s against 2.4 s at B = 8192 on two cores, `docs/BENCHMARKS.md`),
+/// `B×B` mask passes: 1.6 s against 2.4 s at B = 8192 on two cores, forward + backward),
 /// false elsewhere (on a GPU the device path avoids the transfer and the stall). The device's
 /// type decides, as for the fused backward: Burn 0.22 names its backends only behind its cargo
 /// features, so the crate's `flex` and `ndarray` features name them here. A backend not named
