@@ -18,8 +18,9 @@ scripts/pml_golden.py (LpDistance(normalize_embeddings=False), its power=2 form,
 CosineSimilarity; AvgNonZeroReducer, MeanReducer, SumReducer).
 
 Cross-checks: every step's loss against a brute-force loop over (a, p, n) (anchor from the
-batch, p and n from the references, the anchor's own memory copy never its positive) to 1e-9,
-and the number of triplets PML's miner kept after removing self comparisons. Batches are redrawn
+batch, p and n from the references, the anchor's own memory copy never its positive) to 1e-9;
+for the refs cases with a miner, PML's mined set equals the loop's. The recorded triplet counts
+are the loop's (PML's CrossBatchMemory does not expose its count). Batches are redrawn
 from the seeded stream until no hinge argument lies within 1e-3 of 0, no semihard gap within
 1e-3 of 0 or the margin, and (batch-hard) every hardest positive and negative beats its
 runner-up by 1e-3, so a float32 consumer keeps the same triplets. Embeddings are float32 values

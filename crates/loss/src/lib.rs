@@ -131,8 +131,10 @@
 //!
 //! [`TripletLoss::forward_refs`] takes the anchors from the batch (`[B, D]`) and the positives
 //! and negatives from [`References`] (`[M, D]`, PML's `ref_emb` / `ref_labels`); [`mine_refs`]
-//! is its miner alone. Every rule above applies per anchor over the references, in
-//! `O(B·M)` memory.
+//! is its miner alone. Every rule above applies per anchor over the references; nothing
+//! `M×M` is formed, and memory is `O(B·M)` except for the triplets that are kept explicitly
+//! ([`Mining::PmlSemiHard`]'s, and every mined triplet with the swap: see
+//! [`TripletLoss::forward_refs`]).
 //!
 //! [`CrossBatchMemory`] (XBM, Wang et al. 2020, "Cross-Batch Memory for Embedding Learning")
 //! keeps the last `memory_size` embeddings (detached) and labels in a ring buffer: each call

@@ -63,6 +63,12 @@ impl CrossBatchMemoryConfig {
 /// - memory rows are in the order PML keeps them (the ring buffer's slots), so ties pick the
 ///   same triplets.
 ///
+/// Where it differs from PML 2.9, on purpose: PML mines with the anchor's own copy as a
+/// candidate positive and removes those triplets afterwards, so batch-hard loses an anchor
+/// whose copy ties with its farthest real positive (duplicated or collapsed embeddings); here
+/// the copy is left out before mining. PML also keeps the self-comparison of a batch of one
+/// (its `not_self_comparisons` misses it); here it never counts.
+///
 /// Mining reads the `[batch, M]` distances back to the host; memory is `O(M·dim)` on the
 /// device and `O(batch·M)` per step. The memory is state: save it with
 /// [`state`](Self::state) beside a checkpoint for an exact resume.
@@ -123,8 +129,8 @@ impl CrossBatchMemory {
     /// - output: `[1]`
     ///
     /// # Panics
-    /// If the batch is larger than the memory, `labels` does not have one entry per embedding,
-    /// or the batch's dimension is not the memory's.
+    /// If the batch is empty or larger than the memory, `labels` does not have one entry per
+    /// embedding, or the batch's dimension is not the memory's.
     pub fn forward(
         &mut self,
         loss: &TripletLoss,
@@ -238,7 +244,7 @@ impl CrossBatchMemory {
             && len <= capacity
             && next < capacity
             && (len == capacity || next == len)
-            && embeddings.len() == len * dim
+            && len.checked_mul(dim) == Some(embeddings.len())
             && (dim > 0 || len == 0);
         if !consistent {
             return Err(ConfigError::MemoryState(format!(

@@ -54,7 +54,10 @@ impl TripletLoss {
     /// The loss of a batch's anchors against reference embeddings: triplets `(a, p, n)` with `a`
     /// a row of `embeddings` and `p`, `n` rows of the references, mined on the host from the
     /// detached `[batch, M]` distances with the configured rule, and reduced as
-    /// [`forward`](Self::forward) does. Memory is `O(batch·M)`; nothing `M×M` is formed.
+    /// [`forward`](Self::forward) does. Nothing `M×M` is formed: memory is `O(batch·M)` for
+    /// batch-all (reduced to weights), batch-hard and semi-hard, and `O(T)` for the triplets
+    /// that [`Mining::PmlSemiHard`] keeps; with the swap, every mined triplet is gathered
+    /// (`O(T·dim)`, and batch-all's `T = batch·|P|·|N|` grows with `M`).
     ///
     /// With [`swap`](crate::TripletLossConfig::swap), `d(p, n)` is measured between the two
     /// references. (pytorch-metric-learning 2.9 reads it from the query-by-reference matrix,
@@ -127,7 +130,12 @@ impl TripletLoss {
             dim, ref_dim,
             "the embeddings are {dim}-d and the references {ref_dim}-d"
         );
-        debug_assert_eq!(ref_labels.len(), m);
+        assert_eq!(
+            ref_labels.len(),
+            m,
+            "reference labels have {} entries for {m} reference embeddings",
+            ref_labels.len()
+        );
         let dist = self
             .distance()
             .pairwise(embeddings.clone().detach(), refs.clone().detach());

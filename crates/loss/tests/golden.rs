@@ -58,7 +58,7 @@ use common::{close, to_matrix, to_vec};
 use serde::Deserialize;
 use triplet_loss::{
     CrossBatchMemory, CrossBatchMemoryConfig, Distance, Mining, MiningStats, Reduction, References,
-    TripletLossConfig,
+    TripletLoss, TripletLossConfig,
 };
 
 #[derive(Deserialize)]
@@ -347,12 +347,23 @@ struct MemoryCase {
     steps: Vec<MemoryStep>,
 }
 
-fn memory_cases() -> Vec<MemoryCase> {
+/// The cases of `xbm_golden.json` of one kind (`refs` or `xbm`), each with its loss.
+fn memory_cases(kind: &str) -> Vec<(MemoryCase, TripletLoss)> {
     #[derive(Deserialize)]
     struct MemoryFixture {
         cases: Vec<MemoryCase>,
     }
-    read_fixture::<MemoryFixture>("xbm_golden.json").cases
+    read_fixture::<MemoryFixture>("xbm_golden.json")
+        .cases
+        .into_iter()
+        .filter(|c| c.kind == kind)
+        .map(|c| {
+            let loss = config_of(&c.name, &c.distance, &c.mining, &c.reduction)
+                .with_margin(c.margin)
+                .init();
+            (c, loss)
+        })
+        .collect()
 }
 
 /// `scripts/xbm_golden.py`: PML's `TripletMarginLoss(...)(x, y, miner(x, y, R, L), R, L)`
@@ -362,15 +373,9 @@ fn memory_cases() -> Vec<MemoryCase> {
 #[test]
 fn reference_embeddings_match_pytorch_metric_learning() {
     let device = Device::flex().autodiff();
-    let cases: Vec<MemoryCase> = memory_cases()
-        .into_iter()
-        .filter(|c| c.kind == "refs")
-        .collect();
+    let cases = memory_cases("refs");
     assert_eq!(cases.len(), 6);
-    for case in &cases {
-        let loss = config_of(&case.name, &case.distance, &case.mining, &case.reduction)
-            .with_margin(case.margin)
-            .init();
+    for (case, loss) in &cases {
         let step = &case.steps[0];
         let (x, y) = batch_tensors(&step.embeddings, &step.labels, &device);
         let (r, ry) = batch_tensors(&step.ref_embeddings, &step.ref_labels, &device);
@@ -402,15 +407,9 @@ fn reference_embeddings_match_pytorch_metric_learning() {
 #[test]
 fn cross_batch_memory_matches_pytorch_metric_learning() {
     let device = Device::flex().autodiff();
-    let cases: Vec<MemoryCase> = memory_cases()
-        .into_iter()
-        .filter(|c| c.kind == "xbm")
-        .collect();
+    let cases = memory_cases("xbm");
     assert_eq!(cases.len(), 7);
-    for case in &cases {
-        let loss = config_of(&case.name, &case.distance, &case.mining, &case.reduction)
-            .with_margin(case.margin)
-            .init();
+    for (case, loss) in &cases {
         for restore_after in [None, Some(2)] {
             let mut memory = CrossBatchMemoryConfig::new()
                 .with_memory_size(case.memory_size)
@@ -419,7 +418,7 @@ fn cross_batch_memory_matches_pytorch_metric_learning() {
                 let name = format!("{} step {i} (restored after {restore_after:?})", case.name);
                 let (x, y) = batch_tensors(&step.embeddings, &step.labels, &device);
                 let x = x.require_grad();
-                let out = memory.forward_with_stats(&loss, x.clone(), y);
+                let out = memory.forward_with_stats(loss, x.clone(), y);
                 assert_eq!(out.stats.triplets, step.triplets, "{name}");
                 check_value_and_grad(&name, out.loss, &x, (step.loss, &step.grad));
                 assert_eq!(

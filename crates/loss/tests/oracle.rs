@@ -21,6 +21,12 @@ fn ints(t: Tensor<1, Int>) -> Vec<usize> {
         .collect()
 }
 
+/// Triplets as `(anchor, positive, negative)` tuples.
+fn tuples(t: Triplets) -> Vec<(usize, usize, usize)> {
+    let (a, p, n) = (ints(t.anchor), ints(t.positive), ints(t.negative));
+    (0..a.len()).map(|i| (a[i], p[i], n[i])).collect()
+}
+
 #[test]
 fn miners_match_brute_force_including_ties() {
     let device = Device::flex();
@@ -37,12 +43,7 @@ fn miners_match_brute_force_including_ties() {
                         batch.labels(&device),
                         mining,
                     );
-                    let got: Vec<(usize, usize, usize)> = ints(got.anchor)
-                        .into_iter()
-                        .zip(ints(got.positive))
-                        .zip(ints(got.negative))
-                        .map(|((a, p), n)| (a, p, n))
-                        .collect();
+                    let got = tuples(got);
                     let want = common::mine(mining, &d, &batch.y);
                     assert_eq!(got, want, "{kind:?} seed {seed} {distance:?} {mining:?}");
                     checked += want.len();
@@ -317,12 +318,7 @@ fn mining_against_references_matches_brute_force() {
                         batch.labels(&device),
                         mining,
                     );
-                    let got: Vec<(usize, usize, usize)> = ints(got.anchor)
-                        .into_iter()
-                        .zip(ints(got.positive))
-                        .zip(ints(got.negative))
-                        .map(|((a, p), n)| (a, p, n))
-                        .collect();
+                    let got = tuples(got);
                     let want = mine_against(mining, &d, &queries.y, &batch.y, PML_MINER_MARGIN);
                     assert_eq!(got, want, "{ctx}");
                     checked += want.len();

@@ -220,12 +220,25 @@ fn user_mistakes_get_one_clear_message() {
     );
     let memory = cfg(
         "memory.toml",
-        "[sampler]\np = 2\nk = 4\n[loss]\nmemory_size = 64\n",
+        "[sampler]\np = 2\nk = 4\n[loss]\nmemory_size = 16\n",
+    );
+    let huge_memory = cfg("huge_memory.toml", "[loss]\nmemory_size = 100000000\n");
+    let swap_memory = cfg(
+        "swap_memory.toml",
+        "[sampler]\np = 2\nk = 4\n[loss]\nmemory_size = 16\nswap = true\n",
     );
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             vec!["--config", &small_memory, "--data", d, "--out", o],
             vec!["loss.memory_size = 10", "P×K = 12"],
+        ),
+        (
+            vec!["--config", &huge_memory, "--data", d, "--out", o],
+            vec!["loss.memory_size = 100000000", "training images"],
+        ),
+        (
+            vec!["--config", &swap_memory, "--data", d, "--out", o],
+            vec!["loss.swap cannot be combined with loss.memory_size"],
         ),
         (
             vec![

@@ -394,8 +394,9 @@ fn kills_in_every_phase_resume_to_the_uninterrupted_run() {
 }
 
 /// The same for a ResNet-18 with frozen backbone BatchNorm (and a BatchNorm in the head that
-/// trains), for bf16, for two replicas on one device, and for a cross-batch memory (3 batches
-/// of 8: it wraps within each epoch, and every checkpoint saves it).
+/// trains), for bf16, for two replicas on one device, and for a cross-batch memory of 28 rows
+/// (batches of 8: the first checkpoint, at step 3, saves it 24/28 full, and step 4's batch
+/// wraps across the end of the ring).
 #[test]
 fn kills_resume_exactly_for_resnets_bf16_and_replicas() {
     let tmp = tempfile::tempdir().unwrap();
@@ -423,7 +424,7 @@ fn kills_resume_exactly_for_resnets_bf16_and_replicas() {
             "memory",
             short.replace(
                 "[optimizer]",
-                "[loss]\nmining = \"hard\"\nmemory_size = 24\n[optimizer]",
+                "[loss]\nmining = \"hard\"\nmemory_size = 28\n[optimizer]",
             ),
             &[][..],
         ),

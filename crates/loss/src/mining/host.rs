@@ -1,8 +1,10 @@
-//! Exact mining on the host, over a distance matrix read back from the device.
+//! Exact mining on the host, over a distance matrix read back from the device: `B` queries
+//! (anchors, rows) against `M` references (columns), `M = B` for the batch itself.
 //!
-//! Every routine is `O(B² log K)` time (K = largest class in the batch) and `O(B²)` memory,
-//! except soft-margin batch-all, which is `O(Σₐ |P(a)|·|N(a)|)` = `O(B²·K)` time because
-//! softplus has no prefix-sum shortcut. None ever builds a `B×B×B` array.
+//! Every routine is `O(B·M log K)` time (K = largest class among the references) and `O(B·M)`
+//! memory, except soft-margin batch-all, which is `O(Σₐ |P(a)|·|N(a)|)` time because softplus
+//! has no prefix-sum shortcut, and PML's band miner, whose triplets are kept. None ever builds
+//! a `B×M×M` array.
 //!
 //! The trick shared by semi-hard and batch-all: per anchor, sort its few positives (K − 1 of
 //! them in a P×K batch), then drop each negative into the bucket of sorted positives it falls
@@ -490,7 +492,7 @@ fn sorted_positives(row: &[f32], classes: &Classes, a: usize, out: &mut Vec<(f32
     out.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
 }
 
-/// Batch-all over every valid triplet, as a weight matrix: `O(B² log K)` with the hinge,
+/// Batch-all over every valid triplet, as a weight matrix: `O(B·M log K)` with the hinge,
 /// `O(B²·K)` with the soft margin.
 pub(crate) fn all_weights(dist: &[f32], classes: &Classes, margin: f64, soft: bool) -> AllWeights {
     let (b, cols) = (classes.queries(), classes.refs());

@@ -64,7 +64,8 @@ pub struct LossConfig {
     pub swap: bool,
     /// Cross-batch memory (XBM, PML's `CrossBatchMemory`): each batch's anchors are mined
     /// against the last `memory_size` training embeddings (detached), the batch's own
-    /// included. At least one batch (P×K); one device only. Default: 0, no memory.
+    /// included. At least one batch (P×K), at most the training images; one device only, no
+    /// `swap`. Default: 0, no memory.
     pub memory_size: usize,
 }
 

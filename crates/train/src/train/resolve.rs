@@ -128,6 +128,21 @@ pub fn resolve(options: &TrainOptions) -> Result<Resolved> {
                 config.loss.memory_size
             );
         }
+        if config.loss.memory_size > data.train.len() {
+            bail!(
+                "loss.memory_size = {} is larger than the {} training images: the cross-batch \
+                 memory would hold several copies of each",
+                config.loss.memory_size,
+                data.train.len()
+            );
+        }
+        if config.loss.swap {
+            bail!(
+                "loss.swap cannot be combined with loss.memory_size: the swap gathers every \
+                 mined triplet against the whole memory (and PML's swap with a memory is not \
+                 defined correctly, so there is nothing to match)"
+            );
+        }
         if replica_devices.len() > 1 {
             bail!(
                 "--devices {}: the cross-batch memory (loss.memory_size) trains on one device \
