@@ -151,7 +151,8 @@ impl CrossBatchMemory {
         embeddings: Tensor<2>,
         labels: Tensor<1, Int>,
     ) -> TripletOutput {
-        let slots = self.enqueue(embeddings.clone(), labels.clone());
+        let labels = crate::mining::read_ints(labels);
+        let slots = self.enqueue(embeddings.clone(), &labels);
         let bank = self.bank.clone().expect("the batch was stored");
         let refs = if self.len() < self.capacity {
             bank.narrow(0, 0, self.len())
@@ -159,13 +160,13 @@ impl CrossBatchMemory {
             bank
         };
         let own = slots.into_iter().map(|s| Some(s as u32)).collect();
-        loss.against(embeddings, labels, refs, &self.labels, own)
+        loss.against(embeddings, &labels, refs, &self.labels, own)
     }
 
     /// Adds a batch (detached) to the memory and returns the slot of each row.
-    fn enqueue(&mut self, embeddings: Tensor<2>, labels: Tensor<1, Int>) -> Vec<usize> {
+    fn enqueue(&mut self, embeddings: Tensor<2>, labels: &[i64]) -> Vec<usize> {
         let [b, dim] = embeddings.dims();
-        let [n] = labels.dims();
+        let n = labels.len();
         assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
         assert!(
             b <= self.capacity,
@@ -182,7 +183,6 @@ impl CrossBatchMemory {
             "the batch is {dim}-d and the cross-batch memory {bank_dim}-d"
         );
         let rows = embeddings.detach();
-        let labels = crate::mining::read_ints(labels);
         // The slots next..next+b, wrapping: at most two contiguous pieces.
         let first = b.min(self.capacity - self.next);
         let mut bank = bank.slice_assign(
@@ -196,7 +196,7 @@ impl CrossBatchMemory {
         // by the step's backward, and a later step's backward would reach its tape).
         self.bank = Some(bank.detach());
         let slots: Vec<usize> = (0..b).map(|i| (self.next + i) % self.capacity).collect();
-        for (&slot, &label) in slots.iter().zip(&labels) {
+        for (&slot, &label) in slots.iter().zip(labels) {
             if slot < self.labels.len() {
                 self.labels[slot] = label;
             } else {

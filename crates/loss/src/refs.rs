@@ -3,7 +3,9 @@
 
 use burn::prelude::*;
 
-use crate::mining::{Mining, PML_MINER_MARGIN, host, mine_host, read_ints};
+use crate::mining::{
+    Mining, PML_MINER_MARGIN, assert_finite, host, mine_host, read_distances, read_ints,
+};
 use crate::output::TripletOutput;
 use crate::triplet::TripletLoss;
 use crate::triplets::Triplets;
@@ -109,22 +111,23 @@ impl TripletLoss {
         labels: Tensor<1, Int>,
         refs: References,
     ) -> TripletOutput {
-        let ref_labels = read_ints(refs.labels);
+        let (labels, ref_labels) = (read_ints(labels), read_ints(refs.labels));
         let own = vec![None; embeddings.dims()[0]];
-        self.against(embeddings, labels, refs.embeddings, &ref_labels, own)
+        self.against(embeddings, &labels, refs.embeddings, &ref_labels, own)
     }
 
-    /// The loss of `embeddings` against `refs` labelled `ref_labels` (on the host), where
-    /// `own[a]` is the reference that holds anchor `a` itself (never its positive).
+    /// The loss of `embeddings` labelled `labels` against `refs` labelled `ref_labels` (labels
+    /// on the host), where `own[a]` is the reference that holds anchor `a` itself (never its
+    /// positive).
     pub(crate) fn against(
         &self,
         embeddings: Tensor<2>,
-        labels: Tensor<1, Int>,
+        labels: &[i64],
         refs: Tensor<2>,
         ref_labels: &[i64],
         own: Vec<Option<u32>>,
     ) -> TripletOutput {
-        let ([b, dim], [n], [m, ref_dim]) = (embeddings.dims(), labels.dims(), refs.dims());
+        let ([b, dim], n, [m, ref_dim]) = (embeddings.dims(), labels.len(), refs.dims());
         assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
         assert_eq!(
             dim, ref_dim,
@@ -140,7 +143,7 @@ impl TripletLoss {
             .distance()
             .pairwise(embeddings.clone().detach(), refs.clone().detach());
         let dist = read_distances(dist);
-        let classes = host::Classes::against(&read_ints(labels), ref_labels, own);
+        let classes = host::Classes::against(labels, ref_labels, own);
         self.host_mined(embeddings, Some(refs), &dist, &classes, self.mining(), None)
     }
 }
@@ -188,19 +191,8 @@ pub fn mine_refs_with_margin(
         r, m,
         "reference labels have {r} entries for {m} columns of the distance matrix"
     );
-    let dist = read_distances(dist.detach());
-    let bad = host::count_non_finite(&dist);
-    assert!(
-        bad == 0,
-        "the distance matrix has {bad} non-finite entries (NaN or infinite embeddings): \
-         nothing can be mined from it"
-    );
+    let dist = read_distances(dist);
+    assert_finite(&dist);
     let classes = host::Classes::against(&read_ints(labels), &read_ints(ref_labels), vec![None; b]);
     mine_host(&dist, &classes, mining, margin).into_tensors(&device)
-}
-
-fn read_distances(dist: Tensor<2>) -> Vec<f32> {
-    dist.into_data()
-        .try_into_vec_as::<f32>()
-        .expect("distance matrix converts to f32")
 }

@@ -5,7 +5,9 @@ use burn::tensor::activation::relu;
 
 use crate::distance::Distance;
 use crate::error::ConfigError;
-use crate::mining::{Mining, device, host, mine_host, mines_faster_on_host, read_batch, read_ints};
+use crate::mining::{
+    Mining, device, host, mine_host, mines_faster_on_host, read_batch, read_distances, read_ints,
+};
 use crate::output::{MiningStats, TripletOutput};
 use crate::reduction::Reduction;
 use crate::triplets::Triplets;
@@ -320,11 +322,7 @@ impl TripletLoss {
         triplets: Triplets,
     ) -> TripletOutput {
         let host = check_indices(&triplets, embeddings.dims()[0]);
-        let dist = self.mining_distances(&embeddings);
-        let dist: Vec<f32> = dist
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .expect("distance matrix converts to f32");
+        let dist = read_distances(self.mining_distances(&embeddings));
         self.gathered(embeddings, None, &dist, host)
     }
 

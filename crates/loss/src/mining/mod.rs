@@ -106,13 +106,18 @@ pub fn mine_with_margin(
 ) -> Triplets {
     let device = dist.device();
     let (dist, classes) = read_batch(dist, labels);
-    let bad = host::count_non_finite(&dist);
+    assert_finite(&dist);
+    mine_host(&dist, &classes, mining, margin).into_tensors(&device)
+}
+
+/// The public miners' refusal of a distance matrix with NaN or infinite entries.
+pub(crate) fn assert_finite(dist: &[f32]) {
+    let bad = host::count_non_finite(dist);
     assert!(
         bad == 0,
         "the distance matrix has {bad} non-finite entries (NaN or infinite embeddings): \
          nothing can be mined from it"
     );
-    mine_host(&dist, &classes, mining, margin).into_tensors(&device)
 }
 
 /// Whether batch-hard is cheaper through the host miner than on the device: true for Burn's
@@ -158,12 +163,15 @@ pub(crate) fn read_batch(dist: Tensor<2>, labels: Tensor<1, Int>) -> (Vec<f32>, 
     let [n] = labels.dims();
     assert_eq!(n, rows, "labels have {n} entries for a batch of {rows}");
     let labels = read_ints(labels);
-    let dist = dist
-        .detach()
+    (read_distances(dist), host::Classes::new(&labels))
+}
+
+/// A distance matrix's values on the host, detached, row-major.
+pub(crate) fn read_distances(dist: Tensor<2>) -> Vec<f32> {
+    dist.detach()
         .into_data()
         .try_into_vec_as::<f32>()
-        .expect("distance matrix converts to f32");
-    (dist, host::Classes::new(&labels))
+        .expect("distance matrix converts to f32")
 }
 
 /// An integer tensor's values on the host (labels, triplet indices).
