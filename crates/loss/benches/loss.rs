@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench -p triplet-loss --bench loss` (all sizes, flex), or pick:
 //! `cargo bench -p triplet-loss --bench loss -- --sizes 128,1024 --strategies semi_hard,all
-//!  --repeats 7 --device flex|wgpu`. With
+//!  --repeats 7 --device flex|wgpu|cuda` (`cuda` in a build with `--features triplet-train/cuda`;
+//! both GPU backends mine semi-hard and batch-all with the crate's CubeCL kernels). With
 //! `--features fused,flex`, batch-all takes the hand-written backward on flex, and
 //! `TRIPLET_LOSS_FUSED=0` turns it back off in the same binary.
 //!
@@ -83,7 +84,9 @@ fn main() {
     let base = match arg("--device").as_deref().unwrap_or("flex") {
         "flex" => Device::flex(),
         "wgpu" => Device::wgpu(DeviceKind::DefaultDevice),
-        other => panic!("--device: flex or wgpu, got {other}"),
+        #[cfg(feature = "cuda")]
+        "cuda" => Device::cuda(0),
+        other => panic!("--device: flex, wgpu or (built with cuda) cuda, got {other}"),
     };
     let device = base.autodiff();
     println!("| strategy | B | median ms | min ms | runs | peak host MiB |");

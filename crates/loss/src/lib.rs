@@ -164,7 +164,7 @@
 //!
 //! The memory is state: [`CrossBatchMemory::state`] and [`CrossBatchMemory::from_state`] save
 //! and restore it beside a checkpoint. The references are mined on the host (`B×M` distances
-//! read back per step) on every device.
+//! read back per step) on every device: the device kernels cover the square in-batch case.
 //!
 //! # Cost
 //!
@@ -178,14 +178,19 @@
 //! pytorch-metric-learning, measured the same way, peaks at 7.8 GiB for semi-hard at B = 4096
 //! and runs out of 20 GiB at B = 8192.
 //!
-//! Semi-hard and batch-all read the detached `B×B` distances back to the host once per call (a
-//! copy on CPU devices, one transfer on a GPU), so [`TripletLoss::forward`] waits for the device
-//! there: Burn 0.22's device `sort` is itself a host round trip on GPU backends, and exact
-//! semi-hard and batch-all on the device would cost `O(B³)` comparisons. Batch-hard is mined on
-//! the device with `argmax`/`argmin` kernels and never waits (on Burn's CPU backends the host
-//! miner is faster and is used instead). On an H100 this beats pytorch-metric-learning 3–6× for
-//! semi-hard and batch-all from B = 4096 up, and trails it below B ≈ 2048 (the same
-//! measurement on one H100, both through their GPU backends).
+//! On Burn's CPU backends semi-hard and batch-all read the detached `B×B` distances once (a
+//! copy) and mine them there. On Burn's CubeCL backends (wgpu, CUDA), with this crate's `wgpu`
+//! or `cuda` feature, they are mined **on the device** by CubeCL kernels (a Burn backend
+//! extension): one thread per distance-matrix entry gives semi-hard's negative of each positive
+//! pair (`O(B²·K)` work) or batch-all's per-entry weights and losses (`O(B³)` simple steps), the
+//! same triplets and tie rule as the host miners, and the loss is composed over the `B×B`
+//! matrix, so [`TripletLoss::forward`] never waits for the device (`forward_with_stats` reads
+//! `O(B)` counts back). Without those features such devices take the host miners, which are
+//! equally exact. Batch-hard is mined on the device with `argmax`/`argmin` kernels on every
+//! GPU backend (on Burn's CPU backends the host miner is faster and is used instead). The
+//! pattern `mine` (explicit triplets) always reads back: it returns a variable number of
+//! triplets; on cubecl devices semi-hard is still chosen by the kernel, and only its `B×B`
+//! table of indices is read.
 //!
 //! # The backward pass: composed ops, measured against a hand-written one
 //!

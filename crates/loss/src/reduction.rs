@@ -58,9 +58,18 @@ impl Reduction {
 
     /// Reduces per-row losses `[rows]` of which only those with `valid` (0/1, `[rows]`) are
     /// triplets; invalid rows must already be 0. No read-back; 0 without any valid row.
-    pub(crate) fn reduce_rows(self, losses: Tensor<1>, valid: Tensor<1>) -> Tensor<1> {
+    /// With `all_active` (the soft margin, whose every triplet has a loss `> 0` in exact
+    /// arithmetic, as the host miners count) `MeanActive` divides by the valid rows too: `f32`
+    /// flushes a softplus below about `e^-88` to 0.
+    pub(crate) fn reduce_rows(
+        self,
+        losses: Tensor<1>,
+        valid: Tensor<1>,
+        all_active: bool,
+    ) -> Tensor<1> {
         match self {
             Reduction::Mean => losses.sum() / valid.sum().clamp_min(1.0),
+            Reduction::MeanActive if all_active => losses.sum() / valid.sum().clamp_min(1.0),
             Reduction::Sum | Reduction::MeanActive => self.reduce(losses),
         }
     }

@@ -5,6 +5,8 @@ use burn::tensor::activation::relu;
 
 use crate::distance::Distance;
 use crate::error::ConfigError;
+#[cfg(feature = "cube")]
+use crate::mining::mines_on_cube;
 use crate::mining::{
     Mining, device, host, mine_host, mines_faster_on_host, read_batch, read_distances, read_ints,
 };
@@ -12,6 +14,10 @@ use crate::output::{MiningStats, TripletOutput};
 use crate::reduction::Reduction;
 use crate::triplets::Triplets;
 use crate::weighted::weighted_sum;
+
+#[cfg(feature = "cube")]
+#[path = "on_device.rs"]
+mod on_device;
 
 /// Configuration of a [`TripletLoss`].
 ///
@@ -156,12 +162,21 @@ impl TripletLoss {
         let [b, _] = embeddings.dims();
         let [n] = labels.dims();
         assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
+        let device = embeddings.device();
         match self.mining {
+            #[cfg(feature = "cube")]
+            Mining::All if !self.swap && mines_on_cube(&device) => {
+                self.batch_all_on_device(embeddings, labels, want_stats)
+            }
+            #[cfg(feature = "cube")]
+            Mining::SemiHard if mines_on_cube(&device) => {
+                self.semi_hard_on_device(embeddings, labels, want_stats)
+            }
             Mining::All => {
                 let out = self.batch_all(embeddings, labels);
                 (out.loss, Some(out.stats))
             }
-            Mining::Hard if !mines_faster_on_host(&embeddings.device()) => {
+            Mining::Hard if !mines_faster_on_host(&device) => {
                 self.batch_hard(embeddings, labels, want_stats)
             }
             mining => {
@@ -392,7 +407,7 @@ impl TripletLoss {
             mined.d_an
         };
         let losses = self.per_triplet(d_ap - d_an) * valid.clone();
-        let loss = self.reduction.reduce_rows(losses, valid.clone());
+        let loss = self.reduction.reduce_rows(losses, valid.clone(), self.soft);
         let stats = want_stats.then(|| {
             let diff = mined.d_ap.clone() - mined_d_an.clone();
             let active = if self.soft {

@@ -1,4 +1,6 @@
-//! The GPU code path: the same loss, stats and gradients on Burn's wgpu backend as on flex.
+//! The GPU code path: the same loss, stats and gradients on Burn's wgpu backend as on flex,
+//! and the device miners (the CubeCL kernels behind semi-hard and batch-all on cubecl devices)
+//! against the host miner and the brute-force oracle on every awkward batch kind.
 //!
 //! Without a GPU this runs on Mesa's software Vulkan driver (Debian: `mesa-vulkan-drivers`),
 //! which compiles each new kernel on first use (seconds each), so the suite keeps to a few
@@ -9,7 +11,7 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::DeviceKind;
 use common::*;
-use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig, mine};
+use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig, Triplets, mine};
 
 fn run(
     device: &Device,
@@ -131,4 +133,205 @@ fn wgpu_matches_flex() {
         1e-4,
         1e-5
     ));
+}
+
+fn gpu() -> Device {
+    Device::wgpu(DeviceKind::DefaultDevice)
+}
+
+/// Triplets as `(anchor, positive, negative)` tuples.
+fn tuples(t: Triplets) -> Vec<(usize, usize, usize)> {
+    let ints = |t: Tensor<1, Int>| -> Vec<usize> {
+        t.into_data()
+            .try_into_vec_as::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as usize)
+            .collect()
+    };
+    let (a, p, n) = (ints(t.anchor), ints(t.positive), ints(t.negative));
+    (0..a.len()).map(|i| (a[i], p[i], n[i])).collect()
+}
+
+/// Semi-hard mined by the device kernel (`mine` on wgpu) and by the host miner (`mine` on flex,
+/// given the very same distance values), and the oracle's loops over those values: the same
+/// triplets, ties included, on every batch kind and distance.
+fn check_semi_hard_mining(batch: &Batch, distance: Distance, ctx: &str) -> usize {
+    let (gpu, cpu) = (gpu(), Device::flex());
+    let x = batch.embeddings(&gpu);
+    let dist = distance.pairwise(x.clone(), x);
+    let values = dist.to_data();
+    let on_device = tuples(mine(dist, batch.labels(&gpu), Mining::SemiHard));
+    let on_host = tuples(mine(
+        Tensor::<2>::from_data(values.clone(), &cpu),
+        batch.labels(&cpu),
+        Mining::SemiHard,
+    ));
+    assert_eq!(on_device, on_host, "{ctx}: device against host miner");
+    let b = batch.len();
+    let flat: Vec<f32> = values.try_into_vec_as().unwrap();
+    let d: Vec<Vec<f64>> = flat
+        .chunks(b)
+        .map(|r| r.iter().map(|&v| v as f64).collect())
+        .collect();
+    assert_eq!(
+        on_device,
+        common::mine(Mining::SemiHard, &d, &batch.y),
+        "{ctx}: device miner against the oracle"
+    );
+    on_device.len()
+}
+
+#[test]
+fn device_semi_hard_mining_matches_host_miner_and_oracle() {
+    let mut checked = 0;
+    for kind in KINDS {
+        for seed in 0..2 {
+            let batch = batch(kind, seed);
+            for distance in DISTANCES {
+                checked += check_semi_hard_mining(
+                    &batch,
+                    distance,
+                    &format!("{kind:?} seed {seed} {distance:?}"),
+                );
+            }
+        }
+    }
+    assert!(checked > 150, "only {checked} triplets checked");
+}
+
+/// A batch larger than one cube's 256 columns (each row spans two cubes), with many exact ties
+/// (small-integer coordinates) and classes of 1 to 13.
+fn large_batch() -> Batch {
+    let mut rng = Rng::new(77);
+    let b = 300;
+    let y: Vec<i64> = (0..b).map(|i| ((i * 7919) % b) as i64 / 7 - 20).collect();
+    let x = (0..b)
+        .map(|_| (0..4).map(|_| rng.below(4) as f32 - 1.5).collect())
+        .collect();
+    Batch { x, y }
+}
+
+#[test]
+fn device_mining_of_a_batch_spanning_several_cubes() {
+    let batch = large_batch();
+    let checked = check_semi_hard_mining(&batch, Distance::SquaredEuclidean, "B = 300");
+    assert!(checked > 1000, "{checked}");
+    // Batch-all's weights meet the distances in the gradient: the device against flex.
+    for (mining, soft) in [
+        (Mining::All, false),
+        (Mining::All, true),
+        (Mining::SemiHard, false),
+    ] {
+        let setup = Setup {
+            distance: Distance::SquaredEuclidean,
+            mining,
+            reduction: Reduction::MeanActive,
+            margin: 1.0,
+            soft,
+        };
+        agree_with_flex(setup, false, &batch, "B = 300");
+    }
+}
+
+/// Loss, statistics and gradient of `setup` (with the anchor swap if `swap`) on wgpu against
+/// flex (the host miner there).
+fn agree_with_flex(setup: Setup, swap: bool, batch: &Batch, ctx: &str) {
+    let run = |device: &Device| {
+        let device = device.clone().autodiff();
+        let x = batch.embeddings(&device).require_grad();
+        let out = config(setup)
+            .with_swap(swap)
+            .init()
+            .forward_with_stats(x.clone(), batch.labels(&device));
+        let grad = to_matrix(x.grad(&out.loss.backward()).unwrap());
+        (to_vec(out.loss)[0] as f64, out.stats, grad)
+    };
+    let ((loss, stats, grad), (want, want_stats, want_grad)) = (run(&gpu()), run(&Device::flex()));
+    let ctx = format!("{ctx} {setup:?} swap {swap}");
+    // Duplicated rows: the device reads Euclidean d(a, p) off the B×B matrix, sqrt of rounding
+    // noise (~3e-4) where flex's gathered rows give 0.
+    assert!(close(loss, want, 1e-4, 2e-3), "{ctx}: {loss} vs {want}");
+    assert_eq!(stats.triplets, want_stats.triplets, "{ctx}");
+    assert_eq!(
+        stats.anchors_with_triplet, want_stats.anchors_with_triplet,
+        "{ctx}"
+    );
+    assert!(
+        stats.active.abs_diff(want_stats.active) <= stats.triplets / 1000,
+        "{ctx}: {} active vs {}",
+        stats.active,
+        want_stats.active
+    );
+    assert!(
+        close(stats.mean_d_ap, want_stats.mean_d_ap, 1e-4, 2e-3),
+        "{ctx}"
+    );
+    assert!(
+        close(stats.mean_d_an, want_stats.mean_d_an, 1e-4, 2e-3),
+        "{ctx}"
+    );
+    assert_eq!(stats.non_finite, 0, "{ctx}");
+    for (g, c) in grad.iter().flatten().zip(want_grad.iter().flatten()) {
+        assert!(close(*g, *c, 1e-3, 1e-4), "{ctx}: gradient {g} vs {c}");
+    }
+}
+
+/// Semi-hard and batch-all mined on the device against the oracle's loss and statistics, and
+/// against flex's gradient, on every batch kind.
+#[test]
+fn device_mined_losses_match_the_oracle_and_flex() {
+    let gpu = gpu();
+    let setups: Vec<Setup> = setups()
+        .into_iter()
+        .filter(|s| s.mining != Mining::Hard)
+        .collect();
+    // Every setup on two of the six batch kinds, each kind on a third of the setups (Mesa's
+    // software Vulkan takes about a second per forward pass here).
+    for (k, kind) in KINDS.into_iter().enumerate() {
+        for seed in 0..1u64 {
+            let batch = batch(kind, 2000 + seed);
+            for (i, &setup) in setups.iter().enumerate().filter(|(i, _)| (i + k) % 3 == 0) {
+                let d = device_distances(setup.distance, &batch, &gpu);
+                let oracle = loss(setup, &batch.x, &batch.y, &d);
+                let out = config(setup)
+                    .init()
+                    .forward_with_stats(batch.embeddings(&gpu), batch.labels(&gpu));
+                let got = to_vec(out.loss)[0] as f64;
+                let ctx = format!("{kind:?} seed {seed} {setup:?}");
+                assert_eq!(out.stats.triplets, oracle.triplets as u64, "{ctx}");
+                assert_eq!(
+                    out.stats.anchors_with_triplet, oracle.anchors as u64,
+                    "{ctx}"
+                );
+                assert!(
+                    close(out.stats.mean_d_ap, oracle.mean_d_ap, 1e-5, 1e-6),
+                    "{ctx}"
+                );
+                assert!(
+                    close(out.stats.mean_d_an, oracle.mean_d_an, 1e-5, 1e-6),
+                    "{ctx}"
+                );
+                let active = out.stats.active as usize;
+                assert!(
+                    (oracle.active..=oracle.active + oracle.near_kink).contains(&active),
+                    "{ctx}: {active} active, oracle {oracle:?}"
+                );
+                let want = oracle.value(setup.reduction, active);
+                let abs = if kind == Kind::Duplicates { 2e-3 } else { 2e-5 };
+                assert!(
+                    close(got, want, 1e-4, abs),
+                    "{ctx}: got {got}, oracle {want}"
+                );
+                // The gradient against flex's for half of these, and the swap (semi-hard on
+                // the device gathers d(p, n) off the matrix).
+                if i % 2 == 0 {
+                    agree_with_flex(setup, false, &batch, &format!("{kind:?} seed {seed}"));
+                }
+                if setup.mining == Mining::SemiHard && i % 4 == 1 {
+                    agree_with_flex(setup, true, &batch, &format!("{kind:?} seed {seed}"));
+                }
+            }
+        }
+    }
 }

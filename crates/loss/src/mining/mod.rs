@@ -1,12 +1,15 @@
 //! Online triplet mining: which `(anchor, positive, negative)` triplets of a batch the loss uses.
 //!
-//! Semi-hard and batch-all read the detached distance matrix back to the host once (`B²` floats:
-//! a copy on CPU devices, one transfer on GPUs) and run exact `O(B² log K)` algorithms there
-//! ([`host`]). The loss's batch-hard stays on the device ([`device`]): argmax and argmin are
-//! native kernels. Miners return indices; gradients flow only through the distances that the
-//! loss gathers with them (pytorch-metric-learning's design: miners return indices, never
-//! losses).
+//! On CPU devices semi-hard and batch-all read the detached distance matrix back to the host
+//! once (`B²` floats, a copy) and run exact `O(B² log K)` algorithms there ([`host`]). On
+//! CubeCL devices (features `wgpu`, `cuda`) CubeCL kernels mine them on the device with the
+//! same triplets and tie rule (`cube`). The loss's batch-hard stays on the device ([`device`])
+//! on every GPU backend: argmax and argmin are native kernels. Miners return indices;
+//! gradients flow only through the distances that the loss gathers with them
+//! (pytorch-metric-learning's design: miners return indices, never losses).
 
+#[cfg(feature = "cube")]
+pub(crate) mod cube;
 pub(crate) mod device;
 pub(crate) mod host;
 
@@ -105,9 +108,57 @@ pub fn mine_with_margin(
     margin: f64,
 ) -> Triplets {
     let device = dist.device();
+    #[cfg(feature = "cube")]
+    if mining == Mining::SemiHard && mines_on_cube(&device) {
+        return semi_hard_on_cube(dist, labels).into_tensors(&device);
+    }
     let (dist, classes) = read_batch(dist, labels);
     assert_finite(&dist);
     mine_host(&dist, &classes, mining, margin).into_tensors(&device)
+}
+
+/// Semi-hard mined by the device kernel, its `[B, B]` table of negatives read back once (the
+/// triplets' number is only known then) and listed by anchor, then positive.
+#[cfg(feature = "cube")]
+fn semi_hard_on_cube(dist: Tensor<2>, labels: Tensor<1, Int>) -> host::IndexTriplets {
+    let [rows, cols] = dist.dims();
+    assert_eq!(
+        rows, cols,
+        "distance matrix must be square, got [{rows}, {cols}]"
+    );
+    let [n] = labels.dims();
+    assert_eq!(n, rows, "labels have {n} entries for a batch of {rows}");
+    let bad: f64 = dist
+        .clone()
+        .detach()
+        .is_finite()
+        .bool_not()
+        .float()
+        .sum()
+        .into_scalar();
+    assert!(
+        bad == 0.0,
+        "the distance matrix has {bad} non-finite entries (NaN or infinite embeddings): \
+         nothing can be mined from it"
+    );
+    let negatives = cube::semi_hard_negatives(dist, labels);
+    let table = read_ints(negatives.reshape([rows * rows]));
+    let mut out = host::IndexTriplets::default();
+    for (i, &neg) in table.iter().enumerate() {
+        if neg >= 0 {
+            out.anchor.push((i / rows) as i64);
+            out.positive.push((i % rows) as i64);
+            out.negative.push(neg);
+        }
+    }
+    out
+}
+
+/// Whether semi-hard and batch-all are mined by the CubeCL kernels on this device (any cubecl
+/// runtime: wgpu, CUDA, …) rather than read back to the host miner.
+#[cfg(feature = "cube")]
+pub(crate) fn mines_on_cube(device: &Device) -> bool {
+    cube::is_cube(device)
 }
 
 /// The public miners' refusal of a distance matrix with NaN or infinite entries.
