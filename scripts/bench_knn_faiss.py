@@ -40,7 +40,6 @@ import os
 import statistics
 import time
 
-import faiss
 import numpy as np
 
 
@@ -100,6 +99,8 @@ def main():
         for name, a in [("queries", queries), ("references", references),
                         ("query_labels", query_labels), ("reference_labels", reference_labels)]:
             write_npy(os.path.join(args.write, name + ".npy"), a)
+
+    import faiss  # here, so that bench_knn_torch.py can import the data generator alone
 
     faiss.omp_set_num_threads(args.threads)
     common = {"faiss": faiss.__version__, "threads": args.threads, "n_queries": len(queries),

@@ -69,7 +69,8 @@ fn step(loss: &triplet_loss::TripletLoss, x: &Tensor<2>, y: &Tensor<1, Int>) -> 
     checksum + value.into_scalar::<f32>()
 }
 
-fn main() {
+/// Runs the benchmark with the flags in the module docs (`benches/gpu.rs` calls it too).
+pub fn main() {
     let sizes: Vec<usize> = arg("--sizes")
         .unwrap_or_else(|| "128,512,1024,4096,8192".into())
         .split(',')

@@ -185,19 +185,19 @@ fn check_semi_hard_mining(batch: &Batch, distance: Distance, ctx: &str) -> usize
 #[test]
 fn device_semi_hard_mining_matches_host_miner_and_oracle() {
     let mut checked = 0;
+    // Every kind with three seeds. The miner sees only distance values, so one distance does
+    // (Grid's small-integer coordinates give exactly tied Euclidean distances too); each new
+    // kernel costs seconds of compilation on Mesa.
     for kind in KINDS {
-        for seed in 0..2 {
-            let batch = batch(kind, seed);
-            for distance in DISTANCES {
-                checked += check_semi_hard_mining(
-                    &batch,
-                    distance,
-                    &format!("{kind:?} seed {seed} {distance:?}"),
-                );
-            }
+        for seed in 0..3 {
+            checked += check_semi_hard_mining(
+                &batch(kind, seed),
+                Distance::Euclidean,
+                &format!("{kind:?} seed {seed}"),
+            );
         }
     }
-    assert!(checked > 150, "only {checked} triplets checked");
+    assert!(checked > 60, "only {checked} triplets checked");
 }
 
 /// A batch larger than one cube's 256 columns (each row spans two cubes), with many exact ties
@@ -215,7 +215,7 @@ fn large_batch() -> Batch {
 #[test]
 fn device_mining_of_a_batch_spanning_several_cubes() {
     let batch = large_batch();
-    let checked = check_semi_hard_mining(&batch, Distance::SquaredEuclidean, "B = 300");
+    let checked = check_semi_hard_mining(&batch, Distance::Euclidean, "B = 300");
     assert!(checked > 1000, "{checked}");
     // Batch-all's weights meet the distances in the gradient: the device against flex.
     for (mining, soft) in [
@@ -224,7 +224,7 @@ fn device_mining_of_a_batch_spanning_several_cubes() {
         (Mining::SemiHard, false),
     ] {
         let setup = Setup {
-            distance: Distance::SquaredEuclidean,
+            distance: Distance::Euclidean,
             mining,
             reduction: Reduction::MeanActive,
             margin: 1.0,
@@ -278,59 +278,68 @@ fn agree_with_flex(setup: Setup, swap: bool, batch: &Batch, ctx: &str) {
 }
 
 /// Semi-hard and batch-all mined on the device against the oracle's loss and statistics, and
-/// against flex's gradient, on every batch kind.
+/// against flex's gradient, on every batch kind: four setups covering both rules, the three
+/// reductions and both margins, each on three of the six kinds. The device paths differ from
+/// the host's only after the distance matrix, so one distance does (Mesa's software Vulkan
+/// compiles every new kernel, seconds each).
 #[test]
 fn device_mined_losses_match_the_oracle_and_flex() {
     let gpu = gpu();
-    let setups: Vec<Setup> = setups()
-        .into_iter()
-        .filter(|s| s.mining != Mining::Hard)
-        .collect();
-    // Every setup on two of the six batch kinds, each kind on a third of the setups (Mesa's
-    // software Vulkan takes about a second per forward pass here).
+    let setup = |mining, reduction, margin, soft| Setup {
+        distance: Distance::Euclidean,
+        mining,
+        reduction,
+        margin,
+        soft,
+    };
+    let setups = [
+        setup(Mining::SemiHard, Reduction::Mean, 0.2, false),
+        setup(Mining::All, Reduction::MeanActive, 0.5, false),
+        setup(Mining::SemiHard, Reduction::MeanActive, 0.2, true),
+        setup(Mining::All, Reduction::Sum, 0.2, true),
+    ];
     for (k, kind) in KINDS.into_iter().enumerate() {
-        for seed in 0..1u64 {
-            let batch = batch(kind, 2000 + seed);
-            for (i, &setup) in setups.iter().enumerate().filter(|(i, _)| (i + k) % 3 == 0) {
-                let d = device_distances(setup.distance, &batch, &gpu);
-                let oracle = loss(setup, &batch.x, &batch.y, &d);
-                let out = config(setup)
-                    .init()
-                    .forward_with_stats(batch.embeddings(&gpu), batch.labels(&gpu));
-                let got = to_vec(out.loss)[0] as f64;
-                let ctx = format!("{kind:?} seed {seed} {setup:?}");
-                assert_eq!(out.stats.triplets, oracle.triplets as u64, "{ctx}");
-                assert_eq!(
-                    out.stats.anchors_with_triplet, oracle.anchors as u64,
-                    "{ctx}"
-                );
-                assert!(
-                    close(out.stats.mean_d_ap, oracle.mean_d_ap, 1e-5, 1e-6),
-                    "{ctx}"
-                );
-                assert!(
-                    close(out.stats.mean_d_an, oracle.mean_d_an, 1e-5, 1e-6),
-                    "{ctx}"
-                );
-                let active = out.stats.active as usize;
-                assert!(
-                    (oracle.active..=oracle.active + oracle.near_kink).contains(&active),
-                    "{ctx}: {active} active, oracle {oracle:?}"
-                );
-                let want = oracle.value(setup.reduction, active);
-                let abs = if kind == Kind::Duplicates { 2e-3 } else { 2e-5 };
-                assert!(
-                    close(got, want, 1e-4, abs),
-                    "{ctx}: got {got}, oracle {want}"
-                );
-                // The gradient against flex's for half of these, and the swap (semi-hard on
-                // the device gathers d(p, n) off the matrix).
-                if i % 2 == 0 {
-                    agree_with_flex(setup, false, &batch, &format!("{kind:?} seed {seed}"));
-                }
-                if setup.mining == Mining::SemiHard && i % 4 == 1 {
-                    agree_with_flex(setup, true, &batch, &format!("{kind:?} seed {seed}"));
-                }
+        let batch = batch(kind, 2000);
+        for j in 0..2 {
+            let setup = setups[(k + j) % setups.len()];
+            let d = device_distances(setup.distance, &batch, &gpu);
+            let oracle = loss(setup, &batch.x, &batch.y, &d);
+            let out = config(setup)
+                .init()
+                .forward_with_stats(batch.embeddings(&gpu), batch.labels(&gpu));
+            let got = to_vec(out.loss)[0] as f64;
+            let ctx = format!("{kind:?} {setup:?}");
+            assert_eq!(out.stats.triplets, oracle.triplets as u64, "{ctx}");
+            assert_eq!(
+                out.stats.anchors_with_triplet, oracle.anchors as u64,
+                "{ctx}"
+            );
+            assert!(
+                close(out.stats.mean_d_ap, oracle.mean_d_ap, 1e-5, 1e-6),
+                "{ctx}"
+            );
+            assert!(
+                close(out.stats.mean_d_an, oracle.mean_d_an, 1e-5, 1e-6),
+                "{ctx}"
+            );
+            let active = out.stats.active as usize;
+            assert!(
+                (oracle.active..=oracle.active + oracle.near_kink).contains(&active),
+                "{ctx}: {active} active, oracle {oracle:?}"
+            );
+            let want = oracle.value(setup.reduction, active);
+            let abs = if kind == Kind::Duplicates { 2e-3 } else { 2e-5 };
+            assert!(
+                close(got, want, 1e-4, abs),
+                "{ctx}: got {got}, oracle {want}"
+            );
+            // The gradient against flex's, and the swap (semi-hard on the device gathers
+            // d(p, n) off the matrix).
+            if j == 0 {
+                agree_with_flex(setup, false, &batch, &format!("{kind:?}"));
+            }
+            if setup.mining == Mining::SemiHard && j == 1 && k < 2 {
+                agree_with_flex(setup, true, &batch, &format!("{kind:?}"));
             }
         }
     }

@@ -69,7 +69,8 @@ fn timed(repeats: usize, mut f: impl FnMut()) -> (f64, f64) {
     (times[times.len() / 2], times[0])
 }
 
-fn main() {
+/// Runs the benchmark with the flags in the module docs (`benches/gpu.rs` calls it too).
+pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = arg(&args, "--data", "/tmp/knn-bench");
     let dir = Path::new(&dir);

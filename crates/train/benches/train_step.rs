@@ -48,7 +48,8 @@ fn fail(message: impl std::fmt::Display) -> ! {
     std::process::exit(2)
 }
 
-fn main() {
+/// Runs the benchmark with the flags in the module docs (`benches/gpu.rs` calls it too).
+pub fn main() {
     // As the `triplet` binary does.
     triplet_train::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();

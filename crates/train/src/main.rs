@@ -13,6 +13,9 @@ fn main() -> ExitCode {
     // hint, unless RUST_BACKTRACE asks for one.
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         std::panic::set_hook(Box::new(|info| {
+            if triplet_train::device::panics_are_quiet() {
+                return; // an expected failure, reported as an error by its caller
+            }
             let message = info
                 .payload()
                 .downcast_ref::<&str>()
@@ -56,7 +59,24 @@ fn default_device(cli: &Cli) {
     let Ok(backend) = name.parse::<Backend>() else {
         return; // reported as an error by the command itself
     };
-    if std::env::var_os("BURN_DEVICE").is_some() || backend.device().is_err() {
+    if backend == Backend::Cuda {
+        let data_home = std::env::var_os("XDG_DATA_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/share"))
+            });
+        let exe = std::env::current_exe().ok();
+        if let Some(root) = triplet_train::device::cuda_path_to_set(
+            std::env::var_os("CUDA_PATH").as_deref(),
+            data_home.as_deref(),
+            exe.as_deref().and_then(std::path::Path::parent),
+        ) {
+            // SAFETY: as for BURN_DEVICE below: no other thread exists yet.
+            unsafe { std::env::set_var("CUDA_PATH", root) };
+        }
+    }
+    // Not `backend.device()`: for CUDA that starts the driver, before CUDA_PATH is set.
+    if std::env::var_os("BURN_DEVICE").is_some() || !backend.is_compiled() {
         return;
     }
     // SAFETY: `set_var` races with any other thread reading or writing the environment. This

@@ -222,6 +222,13 @@ pub trait CubeMining: Backend {
 
 /// The launch grid: one cube per `CUBE` columns of each row.
 fn grid(b: usize) -> (CubeCount, CubeDim) {
+    // Vulkan guarantees 65535 cubes per grid dimension; rows are the second one.
+    assert!(
+        b <= 65_535,
+        "device mining takes batches of at most 65535 embeddings, got {b} (its B×B matrices \
+         would need {} GiB)",
+        (b * b * 4) >> 30
+    );
     let cubes = b.div_ceil(CUBE as usize) as u32;
     (CubeCount::Static(cubes, b as u32, 1), CubeDim::new_1d(CUBE))
 }
