@@ -152,12 +152,23 @@ def run_config(strategy, batch, args):
             "peak_rss_mib": None}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, start_new_session=True)
+
+    # The worker has a process group of its own (for the timeout's kill): when this script is
+    # itself stopped (a `timeout` around it, Ctrl-C), take the worker down too.
+    def stop(signum, _frame):
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         out, err = proc.communicate(timeout=args.timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         return dict(base, status="timeout")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     for line in out.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -222,6 +233,10 @@ def main():
             t0 = time.time()
             r = run_config(s, b, args)
             results.append(r)
+            if args.json:  # after each configuration: a run cut short keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(results, f, indent=1)
+                    f.write("\n")
             extra = ""
             if r["status"] == "ok":
                 extra = " runs={} baseline_rss={}MiB".format(r["runs"], r["baseline_rss_mib"])

@@ -8,21 +8,22 @@
 # Why: Burn 0.22.1's CUDA backend compiles its kernels to PTX with LLVM (cubecl-llvm), and the
 # build script of `tracel-llvm-bundler` downloads a prebuilt LLVM 23.1 from GitHub unless one is
 # already in its cache folder. PyPI's `mlc-llvm-static` (with its NVPTX extra) is such an LLVM;
-# this script installs it in a virtual environment and links it where the bundler looks.
-# (../shared/design/CUDA.md has the details.) Idempotent: a second run checks and changes nothing.
+# this script installs it in a virtual environment and links it where the bundler looks
+# (README "On NVIDIA GPUs"). Idempotent: a second run checks and changes nothing.
 #
 # At run time, kernels that call exp, log, tanh, pow or erf need `libdevice.10.bc`, which ships
 # with the CUDA toolkit, not with the driver. `--libdevice` takes it from PyPI's `nvidia-nvvm`
-# wheel (redistributable) into $TRIPLET_CUDA_HOME/nvvm/libdevice/; `triplet` looks there when
-# CUDA_PATH is not set and no toolkit is installed.
+# wheel (redistributable) into ~/.local/share/triplet/cuda/nvvm/libdevice/ ($XDG_DATA_HOME if
+# set); `triplet` looks there when CUDA_PATH is not set and no toolkit is installed.
 #
-# Environment: TRIPLET_LLVM_VENV (default ~/.local/share/triplet/llvm23), TRIPLET_CUDA_HOME
-# (default ~/.local/share/triplet/cuda), XDG_DATA_HOME (where the bundler looks).
+# Environment: TRIPLET_LLVM_VENV (default ~/.local/share/triplet/llvm23), XDG_DATA_HOME (where
+# the bundler and `triplet` look).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 data="${XDG_DATA_HOME:-$HOME/.local/share}"
 venv="${TRIPLET_LLVM_VENV:-$data/triplet/llvm23}"
-cuda_home="${TRIPLET_CUDA_HOME:-$data/triplet/cuda}"
+cuda_home="$data/triplet/cuda"
 bundle="$data/tracel/tracel-llvm-23.1.0-4"
 llvm_pkg="mlc-llvm-static[all]==23.1.1.post0"
 nvvm_pkg="nvidia-nvvm==13.5.37"
@@ -31,7 +32,7 @@ libdevice=false
 for arg in "$@"; do
     case "$arg" in
         --libdevice) libdevice=true ;;
-        -h | --help) sed -n 2,20p "$0"; exit 0 ;;
+        -h | --help) sed -n 2,19p "$0"; exit 0 ;;
         *) echo "setup_cuda.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -58,9 +59,19 @@ else
 fi
 prefix="$("$venv/bin/python" -m mlc_llvm_static.config --prefix)"
 test -x "$prefix/bin/llvm-config" || { echo "setup_cuda: no llvm-config under $prefix" >&2; exit 1; }
-"$prefix/bin/llvm-config" --targets-built | grep -qw NVPTX \
+"$prefix/bin/llvm-config" --targets-built | grep -w NVPTX >/dev/null \
     || { echo "setup_cuda: the LLVM in $prefix has no NVPTX target (the [all] extra is missing)" >&2; exit 1; }
 
+# An LLVM the bundler downloaded itself (real folders, not our links) is moved aside, else the
+# links would land inside its folders and every run would relink and rebuild.
+for dir in bin include lib share; do
+    if [ -e "$bundle/$dir" ] && [ ! -L "$bundle/$dir" ]; then
+        aside="$bundle.replaced-$(date +%s)"
+        say "moving the LLVM already in $bundle aside to $aside"
+        mv "$bundle" "$aside"
+        break
+    fi
+done
 mkdir -p "$bundle"
 changed=false
 for dir in bin include lib share; do
@@ -77,7 +88,7 @@ if $changed; then
     say "linked $prefix into $bundle, where cubecl's LLVM bundler looks"
     # cubecl-llvm's build script reruns only when its own sources change: a cached build of it
     # against another LLVM would be kept.
-    if command -v cargo >/dev/null 2>&1 && [ -f Cargo.toml ]; then
+    if command -v cargo >/dev/null 2>&1; then
         cargo clean -p cubecl-llvm >/dev/null 2>&1 || true
     fi
 else

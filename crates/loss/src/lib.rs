@@ -20,8 +20,9 @@
 //!   and cross-batch memory" below.
 //!
 //! ```text
-//! embeddings [B,D] ─Distance─▶ D [B,B] ─detach, to host─▶ Mining ─▶ triplets (indices) or,
-//!                                                                    for batch-all, weights W [B,B]
+//! embeddings [B,D] ─Distance─▶ D [B,B] ─detach─▶ Mining ─▶ triplets (indices) or,
+//!                                                            for batch-all, weights W [B,B]
+//!                  (Mining on the host on CPU devices, by CubeCL kernels on wgpu/CUDA: "Cost")
 //! loss = Reduction( hinge( d(x_a, x_p) − d(x_a, x_n) + α ) )        (hard, semi-hard, given triplets)
 //! loss = Σ W ⊙ D + c                                                 (batch-all: exact value and gradient)
 //! ```
@@ -125,7 +126,8 @@
 //!
 //! Mining and batch-all use the `B×B` matrix `‖x‖² + ‖y‖² − 2·x·yᵀ`, as `torch.cdist` does:
 //! for nearly identical rows its Euclidean entries are `√(rounding noise)`, about 3e-4 for unit
-//! vectors, not 0. Semi-hard and batch-hard losses recompute their distances from the rows.
+//! vectors, not 0. Semi-hard and batch-hard losses recompute their distances from the rows,
+//! except semi-hard mined on a cubecl device, which reads them off the matrix too.
 //!
 //! # Reference embeddings and cross-batch memory
 //!
@@ -169,7 +171,7 @@
 //! # Cost
 //!
 //! Memory is `O(B²)` for every strategy: no `B×B×B` tensor ever exists (pytorch-metric-learning
-//! and TF Addons build one). The miners run on the host over the distance matrix in
+//! and TF Addons build one). The host miners run over the distance matrix in
 //! `O(B² log K)` (K = largest class): per anchor the few positives are sorted, and each
 //! negative is dropped into its bucket by binary search; bucket minima give the semi-hard
 //! negatives, bucket counts and sums give batch-all's hinge sums and gradient weights. The soft
@@ -178,14 +180,15 @@
 //! pytorch-metric-learning, measured the same way, peaks at 7.8 GiB for semi-hard at B = 4096
 //! and runs out of 20 GiB at B = 8192.
 //!
-//! On Burn's CPU backends semi-hard and batch-all read the detached `B×B` distances once (a
-//! copy) and mine them there. On Burn's CubeCL backends (wgpu, CUDA), with this crate's `wgpu`
-//! or `cuda` feature, they are mined **on the device** by CubeCL kernels (a Burn backend
+//! On flex and ndarray semi-hard and batch-all read the detached `B×B` distances once (a
+//! copy) and mine them there. On Burn's CubeCL backends (wgpu, CUDA, and cubecl's own CPU
+//! runtime, which is one of them), with this crate's `wgpu` or `cuda` feature, they are mined **on the device** by CubeCL kernels (a Burn backend
 //! extension): one thread per distance-matrix entry gives semi-hard's negative of each positive
 //! pair (`O(B²·K)` work) or batch-all's per-entry weights and losses (`O(B³)` simple steps), the
 //! same triplets and tie rule as the host miners, and the loss is composed over the `B×B`
 //! matrix, so [`TripletLoss::forward`] never waits for the device (`forward_with_stats` reads
-//! `O(B)` counts back). Without those features such devices take the host miners, which are
+//! `O(B)` counts back). Batch-all with the swap has no weight form and still reads the matrix
+//! back to the host, as do references and the cross-batch memory. Without those features such devices take the host miners, which are
 //! equally exact. Batch-hard is mined on the device with `argmax`/`argmin` kernels on every
 //! GPU backend (on Burn's CPU backends the host miner is faster and is used instead). The
 //! pattern `mine` (explicit triplets) always reads back: it returns a variable number of

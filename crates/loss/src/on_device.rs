@@ -66,9 +66,11 @@ impl TripletLoss {
                 0,
             );
             let d_an = d_an.detach().mask_fill(valid.clone().bool_not(), 0.0);
+            // mask_fill, not a product: 0 · NaN is NaN, and a non-finite distance outside the
+            // triplets must not reach their means (as on the host).
             let sums = Tensor::cat(
                 vec![
-                    (detached.clone() * valid.float()).sum(),
+                    detached.clone().mask_fill(valid.bool_not(), 0.0).sum(),
                     d_an.sum(),
                     non_finite(detached),
                 ],
@@ -128,12 +130,18 @@ impl TripletLoss {
         let stats = want_stats.then(|| {
             let counts = Tensor::cat(vec![class_size, mined.active.sum_dim(1).reshape([b])], 0);
             // Σ over positive (resp. negative) entries of each row, for the mean distances.
-            let positive = same
+            // mask_fill, not a product (0 · NaN is NaN; see the semi-hard statistics).
+            let positive =
+                same.clone()
+                    .bool_and(Tensor::<2, Bool>::diag_mask([b, b], 0, &detached.device()));
+            let row_d_ap = detached
                 .clone()
-                .bool_and(Tensor::<2, Bool>::diag_mask([b, b], 0, &detached.device()))
-                .float();
-            let row_d_ap = (detached.clone() * positive).sum_dim(1).reshape([b]);
-            let row_d_an = (detached.clone() * same.bool_not().float())
+                .mask_fill(positive.bool_not(), 0.0)
+                .sum_dim(1)
+                .reshape([b]);
+            let row_d_an = detached
+                .clone()
+                .mask_fill(same, 0.0)
                 .sum_dim(1)
                 .reshape([b]);
             let rows = Tensor::cat(vec![row_d_ap, row_d_an], 0);

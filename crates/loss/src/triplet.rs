@@ -132,8 +132,9 @@ impl TripletLoss {
 
     /// Like [`forward`](Self::forward), also returning what mining found.
     ///
-    /// Semi-hard and batch-all statistics come from the host-side miner at no extra cost;
-    /// batch-hard's, mined on the device, cost one read of four numbers.
+    /// Where semi-hard and batch-all are mined on the host (CPU devices) their statistics come
+    /// at no extra cost; mined on a GPU (batch-hard everywhere but flex and ndarray, semi-hard
+    /// and batch-all on cubecl devices) they cost one read of a few numbers (`O(B)` counts).
     ///
     /// # Shapes
     /// - `embeddings`: `[batch, dim]`

@@ -183,6 +183,10 @@ fn check_semi_hard_mining(batch: &Batch, distance: Distance, ctx: &str) -> usize
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "wgpu"),
+    ignore = "the device miners need the crate's `wgpu` feature (the workspace turns it on)"
+)]
 fn device_semi_hard_mining_matches_host_miner_and_oracle() {
     let mut checked = 0;
     // Every kind with three seeds. The miner sees only distance values, so one distance does
@@ -213,6 +217,10 @@ fn large_batch() -> Batch {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "wgpu"),
+    ignore = "the device miners need the crate's `wgpu` feature (the workspace turns it on)"
+)]
 fn device_mining_of_a_batch_spanning_several_cubes() {
     let batch = large_batch();
     let checked = check_semi_hard_mining(&batch, Distance::Euclidean, "B = 300");
@@ -283,6 +291,10 @@ fn agree_with_flex(setup: Setup, swap: bool, batch: &Batch, ctx: &str) {
 /// the host's only after the distance matrix, so one distance does (Mesa's software Vulkan
 /// compiles every new kernel, seconds each).
 #[test]
+#[cfg_attr(
+    not(feature = "wgpu"),
+    ignore = "the device miners need the crate's `wgpu` feature (the workspace turns it on)"
+)]
 fn device_mined_losses_match_the_oracle_and_flex() {
     let gpu = gpu();
     let setup = |mining, reduction, margin, soft| Setup {

@@ -229,9 +229,12 @@ pub fn libdevice_in(root: &std::path::Path) -> bool {
 pub fn libdevice_found(cuda_path: Option<&std::ffi::OsStr>) -> bool {
     match cuda_path {
         Some(root) => libdevice_in(std::path::Path::new(root)),
+        // cubecl takes the first of these with an `nvvm/libdevice` folder, and looks no further.
         None => TOOLKITS
             .iter()
-            .any(|t| std::path::Path::new(t).join("nvvm/libdevice").is_dir()),
+            .map(std::path::Path::new)
+            .find(|t| t.join("nvvm/libdevice").is_dir())
+            .is_some_and(libdevice_in),
     }
 }
 
@@ -247,6 +250,8 @@ pub fn cuda_path_to_set(
     data_home: Option<&std::path::Path>,
     exe_dir: Option<&std::path::Path>,
 ) -> Option<std::path::PathBuf> {
+    // Also when a toolkit folder cubecl would take lacks the file: CUDA_PATH then points it at
+    // Triplet's copy instead.
     if cuda_path.is_some() || libdevice_found(None) {
         return None;
     }

@@ -121,24 +121,25 @@ mod kernels {
         }
         let row = a * b;
         let class = labels[a];
-        let zero = F::new(0.0);
-        let one = F::new(1.0);
-        let margin = F::cast_from(margin);
+        // Sums and counts in f32 whatever the distances' type: in f16 or bf16 integers stop
+        // being exact above 2048 or 256, and the host miner sums in f64.
+        let zero = f32::new(0.0);
+        let one = f32::new(1.0);
         let mut w = zero;
         let mut loss = zero;
         let mut count = 0u32;
         if j != a {
-            let d = dist[row + j];
+            let d = f32::cast_from(dist[row + j]);
             if labels[j] == class {
                 // A positive: every negative n of the anchor.
                 for n in 0..b {
                     if labels[n] != class {
-                        let diff = d - dist[row + n];
+                        let diff = d - f32::cast_from(dist[row + n]);
                         if soft {
                             // Every soft triplet counts as active (its loss is > 0 in
                             // exact arithmetic; f32 flushes e^-88 and below to 0).
-                            loss += softplus::<F>(diff);
-                            w += sigmoid::<F>(diff);
+                            loss += softplus::<f32>(diff);
+                            w += sigmoid::<f32>(diff);
                             count += 1;
                         } else {
                             let l = diff + margin;
@@ -154,9 +155,9 @@ mod kernels {
                 // A negative: every positive p of the anchor.
                 for p in 0..b {
                     if p != a && labels[p] == class {
-                        let diff = dist[row + p] - d;
+                        let diff = f32::cast_from(dist[row + p]) - d;
                         if soft {
-                            w -= sigmoid::<F>(diff);
+                            w -= sigmoid::<f32>(diff);
                         } else if diff + margin > zero {
                             w -= one;
                         }
@@ -164,8 +165,8 @@ mod kernels {
                 }
             }
         }
-        weights[row + j] = w;
-        losses[row + j] = loss;
+        weights[row + j] = F::cast_from(w);
+        losses[row + j] = F::cast_from(loss);
         active[row + j] = I::cast_from(count);
     }
 
@@ -328,11 +329,20 @@ pub(crate) fn is_cube(device: &Device) -> bool {
 /// negative indices, `-1` where there is no triplet.
 pub(crate) fn semi_hard_negatives(dist: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<2, Int> {
     let dist = dist.detach().inner();
-    let labels = labels.inner();
+    let labels = signed(labels.inner());
     Tensor::from_dispatch(<Dispatch as CubeMining>::semi_hard_negatives(
         dist.into_dispatch(),
         labels.into_dispatch(),
     ))
+}
+
+/// Labels as `i32` or `i64`: the kernels' integer outputs take the labels' type, and hold `-1`
+/// and counts up to `B`, which unsigned or narrow types cannot.
+fn signed(labels: Tensor<1, Int>) -> Tensor<1, Int> {
+    match labels.dtype() {
+        burn::tensor::DType::I32 | burn::tensor::DType::I64 => labels,
+        _ => labels.cast(burn::tensor::IntDType::I32),
+    }
 }
 
 /// Batch-all per entry on a cube device (see [`CubeMining::all_weights`]).
@@ -353,7 +363,7 @@ pub(crate) fn all_weights(
     soft: bool,
 ) -> DeviceAllWeights {
     let dist = dist.detach().inner();
-    let labels = labels.inner();
+    let labels = signed(labels.inner());
     let (weights, losses, active) = <Dispatch as CubeMining>::all_weights(
         dist.into_dispatch(),
         labels.into_dispatch(),

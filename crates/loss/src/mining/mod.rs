@@ -62,7 +62,9 @@ impl Default for Mining {
 
 /// Mines triplets from a distance matrix, for users who want the miner without the loss.
 ///
-/// `dist` is read back to the host (it is detached first). [`Mining::All`] materialises every
+/// `dist` is read back to the host (it is detached first); on cubecl devices semi-hard is
+/// mined there by the device kernel and only its `[B, B]` index table is read. [`Mining::All`]
+/// materialises every
 /// valid triplet, `B·(K−1)·(B−K)` of them in a P×K batch: use it for inspection and small
 /// batches (the loss itself never materialises them).
 ///
