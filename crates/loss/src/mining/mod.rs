@@ -123,13 +123,7 @@ pub fn mine_with_margin(
 /// triplets' number is only known then) and listed by anchor, then positive.
 #[cfg(feature = "cube")]
 fn semi_hard_on_cube(dist: Tensor<2>, labels: Tensor<1, Int>) -> host::IndexTriplets {
-    let [rows, cols] = dist.dims();
-    assert_eq!(
-        rows, cols,
-        "distance matrix must be square, got [{rows}, {cols}]"
-    );
-    let [n] = labels.dims();
-    assert_eq!(n, rows, "labels have {n} entries for a batch of {rows}");
+    let rows = batch_size(&dist, &labels);
     let bad: f64 = dist
         .clone()
         .detach()
@@ -208,6 +202,14 @@ pub(crate) fn mine_host(
 
 /// Reads a detached `[B, B]` distance matrix and `[B]` labels to the host.
 pub(crate) fn read_batch(dist: Tensor<2>, labels: Tensor<1, Int>) -> (Vec<f32>, host::Classes) {
+    batch_size(&dist, &labels);
+    let labels = read_ints(labels);
+    (read_distances(dist), host::Classes::new(&labels))
+}
+
+/// The batch size of a `[B, B]` distance matrix with `[B]` labels; panics naming the shapes
+/// otherwise.
+fn batch_size(dist: &Tensor<2>, labels: &Tensor<1, Int>) -> usize {
     let [rows, cols] = dist.dims();
     assert_eq!(
         rows, cols,
@@ -215,8 +217,7 @@ pub(crate) fn read_batch(dist: Tensor<2>, labels: Tensor<1, Int>) -> (Vec<f32>, 
     );
     let [n] = labels.dims();
     assert_eq!(n, rows, "labels have {n} entries for a batch of {rows}");
-    let labels = read_ints(labels);
-    (read_distances(dist), host::Classes::new(&labels))
+    rows
 }
 
 /// A distance matrix's values on the host, detached, row-major.

@@ -455,3 +455,41 @@ pub fn setups() -> Vec<Setup> {
 pub fn close(got: f64, want: f64, rel: f64, abs: f64) -> bool {
     (got - want).abs() <= abs + rel * want.abs()
 }
+
+/// The loss's output against the oracle's: counts, mean distances, the active count within
+/// the oracle's tolerance at the kink, and the reduced value (`abs`: the absolute tolerance,
+/// looser where distances come off the `B×B` matrix for duplicated rows).
+pub fn assert_matches_oracle(
+    out: &triplet_loss::TripletOutput,
+    oracle: &OracleLoss,
+    setup: Setup,
+    abs: f64,
+    ctx: &str,
+) {
+    let got = to_vec(out.loss.clone())[0] as f64;
+    assert_eq!(out.stats.triplets, oracle.triplets as u64, "{ctx}");
+    assert_eq!(
+        out.stats.anchors_with_triplet, oracle.anchors as u64,
+        "{ctx}"
+    );
+    for (name, got, want) in [
+        ("mean d_ap", out.stats.mean_d_ap, oracle.mean_d_ap),
+        ("mean d_an", out.stats.mean_d_an, oracle.mean_d_an),
+    ] {
+        assert!(
+            close(got, want, 1e-5, 1e-6),
+            "{ctx}: {name} {got} vs {want}"
+        );
+    }
+    let active = out.stats.active as usize;
+    assert!(
+        (oracle.active..=oracle.active + oracle.near_kink).contains(&active),
+        "{ctx}: {active} active, oracle {oracle:?}"
+    );
+    let want = oracle.value(setup.reduction, active);
+    assert!(
+        close(got, want, 1e-4, abs),
+        "{ctx}: got {got}, oracle {want}"
+    );
+    assert!(got.is_finite(), "{ctx}");
+}
