@@ -12,21 +12,6 @@ use triplet_loss::{
     mine_refs,
 };
 
-fn ints(t: Tensor<1, Int>) -> Vec<usize> {
-    t.into_data()
-        .try_into_vec_as::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|v| v as usize)
-        .collect()
-}
-
-/// Triplets as `(anchor, positive, negative)` tuples.
-fn tuples(t: Triplets) -> Vec<(usize, usize, usize)> {
-    let (a, p, n) = (ints(t.anchor), ints(t.positive), ints(t.negative));
-    (0..a.len()).map(|i| (a[i], p[i], n[i])).collect()
-}
-
 #[test]
 fn miners_match_brute_force_including_ties() {
     let device = Device::flex();

@@ -11,7 +11,7 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::DeviceKind;
 use common::*;
-use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig, Triplets, mine};
+use triplet_loss::{Distance, Mining, Reduction, TripletLossConfig, mine};
 
 fn run(
     device: &Device,
@@ -137,20 +137,6 @@ fn wgpu_matches_flex() {
 
 fn gpu() -> Device {
     Device::wgpu(DeviceKind::DefaultDevice)
-}
-
-/// Triplets as `(anchor, positive, negative)` tuples.
-fn tuples(t: Triplets) -> Vec<(usize, usize, usize)> {
-    let ints = |t: Tensor<1, Int>| -> Vec<usize> {
-        t.into_data()
-            .try_into_vec_as::<i64>()
-            .unwrap()
-            .into_iter()
-            .map(|v| v as usize)
-            .collect()
-    };
-    let (a, p, n) = (ints(t.anchor), ints(t.positive), ints(t.negative));
-    (0..a.len()).map(|i| (a[i], p[i], n[i])).collect()
 }
 
 /// Semi-hard mined by the device kernel (`mine` on wgpu) and by the host miner (`mine` on flex,

@@ -29,6 +29,8 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
+use super::host;
+
 use kernels::{CUBE, all_weights_kernel, semi_hard_kernel};
 
 /// The CubeCL kernels (their own module: cubecl's prelude names `Tensor`, `Float` and `Int` too).
@@ -336,6 +338,20 @@ pub(crate) fn semi_hard_negatives(dist: Tensor<2>, labels: Tensor<1, Int>) -> Te
     ))
 }
 
+/// The triplets of a `[B, B]` table of semi-hard negatives (row-major, `-1` = none), by anchor,
+/// then positive: the host miner's order.
+pub(crate) fn table_triplets(table: &[i64], b: usize) -> host::IndexTriplets {
+    let mut out = host::IndexTriplets::default();
+    for (i, &negative) in table.iter().enumerate() {
+        if negative >= 0 {
+            out.anchor.push((i / b) as i64);
+            out.positive.push((i % b) as i64);
+            out.negative.push(negative);
+        }
+    }
+    out
+}
+
 /// Labels as `i32` or `i64`: the kernels' integer outputs take the labels' type, and hold `-1`
 /// and counts up to `B`, which unsigned or narrow types cannot.
 fn signed(labels: Tensor<1, Int>) -> Tensor<1, Int> {
@@ -382,7 +398,6 @@ mod tests {
     //! The kernels' tables against the host miners on the same distance values (wgpu; without
     //! a GPU, Mesa's software Vulkan). `tests/wgpu.rs` checks the losses built on them.
     use super::*;
-    use crate::mining::host;
     use burn::tensor::DeviceKind;
 
     /// Distances with many exact ties (quarters) and zeros, symmetric, and labels with classes
@@ -434,15 +449,7 @@ mod tests {
                 .try_into_vec_as()
                 .unwrap();
             let want = host::semi_hard(&d, &host::Classes::new(&y));
-            let mut got = host::IndexTriplets::default();
-            for (i, &n) in table.iter().enumerate() {
-                if n >= 0 {
-                    got.anchor.push((i / b) as i64);
-                    got.positive.push((i % b) as i64);
-                    got.negative.push(n);
-                }
-            }
-            assert_eq!(got, want, "B = {b}");
+            assert_eq!(table_triplets(&table, b), want, "B = {b}");
         }
     }
 

@@ -132,22 +132,9 @@ fn semi_hard_on_cube(dist: Tensor<2>, labels: Tensor<1, Int>) -> host::IndexTrip
         .float()
         .sum()
         .into_scalar();
-    assert!(
-        bad == 0.0,
-        "the distance matrix has {bad} non-finite entries (NaN or infinite embeddings): \
-         nothing can be mined from it"
-    );
+    refuse_non_finite(bad as u64);
     let negatives = cube::semi_hard_negatives(dist, labels);
-    let table = read_ints(negatives.reshape([rows * rows]));
-    let mut out = host::IndexTriplets::default();
-    for (i, &neg) in table.iter().enumerate() {
-        if neg >= 0 {
-            out.anchor.push((i / rows) as i64);
-            out.positive.push((i % rows) as i64);
-            out.negative.push(neg);
-        }
-    }
-    out
+    cube::table_triplets(&read_ints(negatives.reshape([rows * rows])), rows)
 }
 
 /// Whether semi-hard and batch-all are mined by the CubeCL kernels on this device (any cubecl
@@ -159,7 +146,11 @@ pub(crate) fn mines_on_cube(device: &Device) -> bool {
 
 /// The public miners' refusal of a distance matrix with NaN or infinite entries.
 pub(crate) fn assert_finite(dist: &[f32]) {
-    let bad = host::count_non_finite(dist);
+    refuse_non_finite(host::count_non_finite(dist));
+}
+
+/// The refusal itself, given how many entries are NaN or infinite.
+fn refuse_non_finite(bad: u64) {
     assert!(
         bad == 0,
         "the distance matrix has {bad} non-finite entries (NaN or infinite embeddings): \

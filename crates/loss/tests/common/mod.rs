@@ -493,3 +493,17 @@ pub fn assert_matches_oracle(
     );
     assert!(got.is_finite(), "{ctx}");
 }
+
+/// Mined triplets as `(anchor, positive, negative)` tuples.
+pub fn tuples(t: triplet_loss::Triplets) -> Vec<(usize, usize, usize)> {
+    let ints = |t: Tensor<1, Int>| -> Vec<usize> {
+        t.into_data()
+            .try_into_vec_as::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as usize)
+            .collect()
+    };
+    let (a, p, n) = (ints(t.anchor), ints(t.positive), ints(t.negative));
+    (0..a.len()).map(|i| (a[i], p[i], n[i])).collect()
+}
