@@ -55,23 +55,96 @@ pub enum KnnError {
     Device(String),
 }
 
-/// Ranks, for every query row, its `k` nearest references and calls `visit(query, ranked)`
-/// with the reference indices nearest first; returns the results in query order.
+/// One query's row of the search: the ranking key of every reference.
 ///
-/// `references = None` searches `queries` against themselves, leaving each query out.
-/// `ranked` is shorter than `k` when there are fewer candidates.
-pub fn for_each_ranked<T, F>(
+/// Keys rank like the distance: the squared Euclidean distance (`max(‖q‖² + ‖r‖² − 2 q·r, 0)`)
+/// or the cosine distance `1 − q̂·r̂`. [`Row::distance`] turns a key into the distance itself.
+/// Neighbours are ranked by key, then by reference index.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    /// The query's index.
+    pub query: usize,
+    /// One key per reference.
+    pub keys: &'a [f32],
+    /// In leave-one-out mode, the query's own index among the references (to be skipped).
+    pub own: Option<usize>,
+    euclidean: bool,
+}
+
+impl Row<'_> {
+    /// The distance of reference `j` (Euclidean or cosine, as searched).
+    pub fn distance(&self, j: usize) -> f32 {
+        let key = self.keys[j];
+        if self.euclidean { key.sqrt() } else { key }
+    }
+
+    /// Whether reference `a` ranks before reference `b` (by key, then index).
+    pub fn before(&self, a: usize, b: usize) -> bool {
+        self.keys[a]
+            .total_cmp(&self.keys[b])
+            .then(a.cmp(&b))
+            .is_lt()
+    }
+
+    /// The `k` nearest references (the query itself left out), nearest first, as `(key,
+    /// index)`, in `candidates` (cleared first; reused to avoid allocations).
+    pub fn nearest_into(&self, k: usize, candidates: &mut Vec<(f32, u32)>) {
+        let own = self.own.unwrap_or(usize::MAX);
+        let nr = self.keys.len();
+        let k = k.min(nr - usize::from(self.own.is_some() && nr > 0));
+        candidates.clear();
+        if k == 0 {
+        } else if k <= SMALL_K {
+            // One pass keeping the k best, sorted. References come in index order, so an
+            // equal key never displaces an earlier index.
+            for (j, &d) in self.keys.iter().enumerate() {
+                if j == own {
+                    continue;
+                }
+                if candidates.len() == k {
+                    if d.total_cmp(&candidates[k - 1].0).is_lt() {
+                        candidates.pop();
+                    } else {
+                        continue;
+                    }
+                }
+                let at = candidates.partition_point(|c| c.0.total_cmp(&d).is_le());
+                candidates.insert(at, (d, j as u32));
+            }
+        } else {
+            candidates.extend(
+                self.keys
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != own)
+                    .map(|(j, &d)| (d, j as u32)),
+            );
+            let order = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            if k < candidates.len() {
+                candidates.select_nth_unstable_by(k - 1, order);
+                candidates.truncate(k);
+            }
+            candidates.sort_unstable_by(order);
+        }
+    }
+}
+
+/// Calls `visit(row, scratch)` for every query with its [`Row`] of keys against every
+/// reference; returns the results in query order. `scratch` is a buffer reused across the rows
+/// of one thread (for [`Row::nearest_into`]).
+///
+/// `references = None` searches `queries` against themselves ([`Row::own`] is then set).
+pub fn for_each_row<T, F>(
     queries: &[f32],
     references: Option<&[f32]>,
     dim: usize,
-    k: usize,
     distance: Distance,
     device: &Device,
     visit: F,
 ) -> Result<Vec<T>, KnnError>
 where
     T: Send,
-    F: Fn(usize, &[u32]) -> T + Sync,
+    F: Fn(&Row<'_>, &mut Vec<(f32, u32)>) -> T + Sync,
 {
     let dim = dim.max(1);
     let rows = |what, data: &[f32]| {
@@ -97,12 +170,21 @@ where
             return Err(KnnError::NotFinite { what, row: i / dim });
         }
     }
+    let cosine = matches!(distance, Distance::Cosine);
     let mut out = Vec::with_capacity(nq);
     if nq == 0 || nr == 0 {
-        out.extend((0..nq).map(|q| visit(q, &[])));
+        let mut scratch = Vec::new();
+        out.extend((0..nq).map(|q| {
+            let row = Row {
+                query: q,
+                keys: &[],
+                own: None,
+                euclidean: !cosine,
+            };
+            visit(&row, &mut scratch)
+        }));
         return Ok(out);
     }
-    let cosine = matches!(distance, Distance::Cosine);
     let prepare = |data: &[f32], n: usize| {
         let x = Tensor::<2>::from_data(TensorData::new(data.to_vec(), [n, dim]), device);
         if cosine {
@@ -129,7 +211,6 @@ where
     let refs_t = refs.transpose();
     // The block's query rows count too when the dimension exceeds the references.
     let block = (BLOCK_ELEMENTS / nr.max(dim)).clamp(1, nq);
-    let k = k.min(nr - usize::from(leave_one_out && nr > 0));
     for start in (0..nq).step_by(block) {
         let b = block.min(nq - start);
         let q = prepare(&queries[start * dim..(start + b) * dim], b);
@@ -139,67 +220,94 @@ where
             sq_norms(q.clone())?
         };
         // The device does the matrix product; the host turns each row of dot products into
-        // distances while it selects, so the block is read once.
-        let dots: Vec<f32> = q
+        // keys in place and visits it, so the block is read once.
+        let mut dots: Vec<f32> = q
             .matmul(refs_t.clone())
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| KnnError::Device(format!("{e:?}")))?;
-        let ranked: Vec<T> = (0..b)
-            .into_par_iter()
-            .map_init(
-                || Vec::with_capacity(if k <= SMALL_K { k + 1 } else { nr }),
-                |candidates: &mut Vec<(f32, u32)>, row| {
-                    let query = start + row;
-                    let own = if leave_one_out { query } else { usize::MAX };
-                    let dots = &dots[row * nr..(row + 1) * nr];
-                    let distance = |j: usize| {
-                        if cosine {
-                            1.0 - dots[j]
-                        } else {
-                            (q_sq[row] + ref_sq[j] - 2.0 * dots[j]).max(0.0)
-                        }
-                    };
-                    candidates.clear();
-                    if k == 0 {
-                    } else if k <= SMALL_K {
-                        // One pass keeping the k best, sorted. References come in index order,
-                        // so an equal distance never displaces an earlier index.
-                        for j in (0..nr).filter(|&j| j != own) {
-                            let d = distance(j);
-                            if candidates.len() == k {
-                                if d.total_cmp(&candidates[k - 1].0).is_lt() {
-                                    candidates.pop();
-                                } else {
-                                    continue;
-                                }
-                            }
-                            let at = candidates.partition_point(|c| c.0.total_cmp(&d).is_le());
-                            candidates.insert(at, (d, j as u32));
-                        }
+        let visited: Vec<T> = dots
+            .par_chunks_mut(nr)
+            .enumerate()
+            .map_init(Vec::new, |scratch, (row, keys)| {
+                for (j, key) in keys.iter_mut().enumerate() {
+                    *key = if cosine {
+                        1.0 - *key
                     } else {
-                        candidates.extend(
-                            (0..nr)
-                                .filter(|&j| j != own)
-                                .map(|j| (distance(j), j as u32)),
-                        );
-                        let order = |a: &(f32, u32), b: &(f32, u32)| {
-                            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
-                        };
-                        if k < candidates.len() {
-                            candidates.select_nth_unstable_by(k - 1, order);
-                            candidates.truncate(k);
-                        }
-                        candidates.sort_unstable_by(order);
-                    }
-                    let indices: Vec<u32> = candidates.iter().map(|c| c.1).collect();
-                    visit(query, &indices)
-                },
-            )
+                        (q_sq[row] + ref_sq[j] - 2.0 * *key).max(0.0)
+                    };
+                }
+                let query = start + row;
+                let row = Row {
+                    query,
+                    keys,
+                    own: leave_one_out.then_some(query),
+                    euclidean: !cosine,
+                };
+                visit(&row, scratch)
+            })
             .collect();
-        out.extend(ranked);
+        out.extend(visited);
     }
     Ok(out)
+}
+
+/// Ranks, for every query row, its `k` nearest references and calls `visit(query, ranked)`
+/// with the reference indices nearest first; returns the results in query order.
+///
+/// `references = None` searches `queries` against themselves, leaving each query out.
+/// `ranked` is shorter than `k` when there are fewer candidates.
+pub fn for_each_ranked<T, F>(
+    queries: &[f32],
+    references: Option<&[f32]>,
+    dim: usize,
+    k: usize,
+    distance: Distance,
+    device: &Device,
+    visit: F,
+) -> Result<Vec<T>, KnnError>
+where
+    T: Send,
+    F: Fn(usize, &[u32]) -> T + Sync,
+{
+    for_each_row(
+        queries,
+        references,
+        dim,
+        distance,
+        device,
+        |row, scratch| {
+            row.nearest_into(k, scratch);
+            let indices: Vec<u32> = scratch.iter().map(|c| c.1).collect();
+            visit(row.query, &indices)
+        },
+    )
+}
+
+/// The `k` nearest references of every query as `(reference index, distance)`, nearest first
+/// (the distance itself: Euclidean or cosine).
+pub fn nearest(
+    queries: &[f32],
+    references: &[f32],
+    dim: usize,
+    k: usize,
+    distance: Distance,
+    device: &Device,
+) -> Result<Vec<Vec<(usize, f32)>>, KnnError> {
+    for_each_row(
+        queries,
+        Some(references),
+        dim,
+        distance,
+        device,
+        |row, scratch| {
+            row.nearest_into(k, scratch);
+            scratch
+                .iter()
+                .map(|&(_, j)| (j as usize, row.distance(j as usize)))
+                .collect()
+        },
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! - P@1: the nearest is relevant;
 //! - Recall@K: some relevant item among the K nearest;
 //! - R-Precision: (relevant among the R nearest) / R;
-//! - MAP@R: (1/R) Σ_{i ≤ R} P(i)·rel(i), P(i) the precision of the i nearest.
+//! - MAP@R: (1/R) Σ_{i ≤ R} P(i)·rel(i), P(i) the precision of the i nearest;
+//! - MAP (`mean_average_precision`, PML's with its default `k = None`): the average precision
+//!   over the whole ranking, (1/R) Σ over relevant items of P(rank of the item);
+//! - MRR (`mean_reciprocal_rank`): 1 / the rank of the first relevant item.
 //!
 //! A query with no relevant reference (R = 0) is left out of every average, as
 //! pytorch-metric-learning's `AccuracyCalculator` does. Exact ties are ranked by reference index
@@ -23,7 +26,7 @@ use triplet_loss::Distance;
 
 use crate::run::metrics::Scores;
 
-use super::knn::{KnnError, for_each_ranked};
+use super::knn::{KnnError, Row, for_each_row};
 
 /// The K of Recall@K.
 pub const RECALL_AT: [usize; 4] = [1, 2, 4, 8];
@@ -41,6 +44,10 @@ pub struct Retrieval {
     /// Recall@1, 2, 4, 8 ([`RECALL_AT`]): fraction of queries with a relevant item among the K
     /// nearest.
     pub recall_at: [f64; 4],
+    /// Mean over queries of the average precision over the whole ranking.
+    pub map: f64,
+    /// Mean over queries of 1 / the rank of the first relevant item.
+    pub mrr: f64,
     /// Queries counted (those with at least one relevant reference).
     pub queries: usize,
     /// Queries given, counted or not.
@@ -66,6 +73,8 @@ impl From<&Retrieval> for Scores {
             recall_at_2,
             recall_at_4,
             recall_at_8,
+            mean_average_precision: r.map,
+            mean_reciprocal_rank: r.mrr,
             queries: r.queries,
             queries_without_relevant_reference: r.total_queries - r.queries,
         }
@@ -79,6 +88,61 @@ struct QueryScore {
     rp: f64,
     map: f64,
     recall: [f64; 4],
+    full_map: f64,
+    mrr: f64,
+}
+
+/// Where the relevant items of one query rank among all references.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranks {
+    /// Relevant items.
+    pub relevant: usize,
+    /// Rank of the first relevant item, from 0.
+    pub first: usize,
+    /// Average precision over the whole ranking: (1/R) Σ over relevant items of
+    /// (relevant items up to it) / (its rank from 1).
+    pub average_precision: f64,
+}
+
+/// The [`Ranks`] of one query's row, where `class(j)` says whether reference `j` is relevant
+/// (`Some(true)`), irrelevant (`Some(false)`) or left out of the ranking (`None`); the query's
+/// own row entry ([`Row::own`]) is left out too. `None` when nothing is relevant.
+///
+/// Exact, without sorting the row: the relevant items are sorted by (key, index), and each
+/// irrelevant item counts, by binary search, before which of them it ranks. `O(n log R)`.
+pub fn ranks(row: &Row<'_>, class: impl Fn(usize) -> Option<bool>) -> Option<Ranks> {
+    let own = row.own.unwrap_or(usize::MAX);
+    let mut relevant: Vec<(f32, u32)> = Vec::new();
+    for j in 0..row.keys.len() {
+        if j != own && class(j) == Some(true) {
+            relevant.push((row.keys[j], j as u32));
+        }
+    }
+    if relevant.is_empty() {
+        return None;
+    }
+    relevant.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    // before[i]: irrelevant items ranked between relevant item i - 1 and relevant item i.
+    let mut before = vec![0usize; relevant.len() + 1];
+    for (j, &key) in row.keys.iter().enumerate() {
+        if j == own || class(j) != Some(false) {
+            continue;
+        }
+        let at = relevant
+            .partition_point(|&(k, i)| k.total_cmp(&key).then((i as usize).cmp(&j)).is_lt());
+        before[at] += 1;
+    }
+    let mut irrelevant = 0usize;
+    let mut sum = 0.0f64;
+    for (i, &b) in before[..relevant.len()].iter().enumerate() {
+        irrelevant += b;
+        sum += (i + 1) as f64 / (i + 1 + irrelevant) as f64;
+    }
+    Some(Ranks {
+        relevant: relevant.len(),
+        first: before[0],
+        average_precision: sum / relevant.len() as f64,
+    })
 }
 
 /// Scores one query from the relevance of its ranked neighbours (nearest first, at least
@@ -148,18 +212,29 @@ pub fn retrieval(
         .max()
         .unwrap_or(0)
         .max(RECALL_AT[RECALL_AT.len() - 1]);
-    let scores = for_each_ranked(
+    let scores = for_each_row(
         queries,
         references.map(|r| r.0),
         dim,
-        k,
         distance,
         device,
-        |q, ranked| {
+        |row, scratch| {
+            let q = row.query;
             let r = relevant_count(q);
             (r > 0).then(|| {
                 let label = query_labels[q];
-                score(ranked.iter().map(|&j| ref_labels[j as usize] == label), r)
+                row.nearest_into(k, scratch);
+                let mut s = score(
+                    scratch
+                        .iter()
+                        .map(|&(_, j)| ref_labels[j as usize] == label),
+                    r,
+                );
+                let all = ranks(row, |j| Some(ref_labels[j] == label))
+                    .expect("the query has r > 0 relevant references");
+                s.full_map = all.average_precision;
+                s.mrr = 1.0 / (all.first + 1) as f64;
+                s
             })
         },
     )?;
@@ -177,6 +252,8 @@ pub fn retrieval(
         r_precision: mean(&|s| s.rp),
         map_at_r: mean(&|s| s.map),
         recall_at: [0, 1, 2, 3].map(|i| mean(&|s| s.recall[i])),
+        map: mean(&|s| s.full_map),
+        mrr: mean(&|s| s.mrr),
         queries: n,
         total_queries: query_labels.len(),
     })

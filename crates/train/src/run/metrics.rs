@@ -129,6 +129,13 @@ pub struct Scores {
     /// Recall@8.
     #[serde(deserialize_with = "nullable")]
     pub recall_at_8: f64,
+    /// MAP over the whole ranking (PML's `mean_average_precision` with `k = None`); NaN in
+    /// records of older versions.
+    #[serde(deserialize_with = "nullable", default = "nan")]
+    pub mean_average_precision: f64,
+    /// Mean reciprocal rank of the first relevant reference; NaN in records of older versions.
+    #[serde(deserialize_with = "nullable", default = "nan")]
+    pub mean_reciprocal_rank: f64,
     /// Queries counted (those with a relevant reference).
     pub queries: usize,
     /// Queries not counted: their class has no other image.
@@ -170,6 +177,10 @@ pub struct EvalRecord {
     pub images: usize,
     /// Classes of the evaluation split.
     pub classes: usize,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// A number written as `null` (not finite) reads back as NaN.
