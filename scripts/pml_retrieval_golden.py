@@ -9,6 +9,12 @@ K references the list is just shorter). R is the number of references of the que
 query itself not counted in leave-one-out). Queries with R = 0 are left out of every average (PML's
 "lone query" mask); averages are over queries (PML's default avg_of_avgs=False).
 
+Two more over the whole ranking (every reference but the query itself, PML's k=None):
+mean_average_precision (standard average precision: the mean, over the query's R relevant
+references, of the precision at each one's rank) and mean_reciprocal_rank (1 / rank of the first
+relevant reference). They come from a second AccuracyCalculator(k=None) with the same knn; unlike
+MAP@R, full MAP does not stop at rank R, so it never reaches 0 for a counted query.
+
 Ranking rule encoded here: a query's neighbours are sorted by (distance ascending, reference index
 ascending), i.e. a stable sort, so exact ties go to the lower index. In leave-one-out mode (a set
 queried against itself) the query is removed by index; an identical duplicate point at distance 0
@@ -23,13 +29,13 @@ return_results drops exactly the self index and nothing else. Recall@K comes in 
 documented extension (subclass with calculate_recall_at_K and requires_knn); k is
 max(max_bin_count, 8), capped by the number of references, so Recall@8 sees 8 neighbours.
 
-Checks, all fatal: a brute-force numpy/pure-Python loop recomputes all 7 metrics with the same
+Checks, all fatal: a brute-force numpy/pure-Python loop recomputes all 9 metrics with the same
 rule and must agree with PML to 1e-12; the metrics must come out the same when distances are
 computed in float32 or with other formulas (|q|^2+|r|^2-2q.r, normalise-then-dot, ...), so the
 fixture does not depend on how the Rust side computes distances; the tie cases must actually be
-tie-sensitive (breaking ties by descending index changes a metric); the first four cases keep the
-values of the previous fixture. For each case "pml_default" records what PML reports with its
-default CustomKNN (torch.topk, and note: in float32, because get_accuracy casts its inputs to
+tie-sensitive (breaking ties by descending index changes one of the first 7 metrics); the first
+four cases keep the values of the previous fixture. For each case "pml_default" records what PML
+reports (the first 7 metrics only) with its default CustomKNN (torch.topk, and note: in float32, because get_accuracy casts its inputs to
 torch.float); on tie cases it may differ from ours, which is expected.
 
 Embeddings are drawn as float32 (so the Rust side sees exactly the same numbers), tie cases use
@@ -54,6 +60,9 @@ RECALL_KS = (1, 2, 4, 8)
 METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r") + tuple(
     f"recall_at_{k}" for k in RECALL_KS
 )
+# Over the whole ranking (PML's k=None); written beside mean_average_precision_at_r.
+FULL_METRICS = ("mean_average_precision", "mean_reciprocal_rank")
+ALL_METRICS = METRICS + FULL_METRICS
 RULE = (
     "Neighbours are sorted by (distance ascending, reference index ascending), so exact ties go "
     "to the lower index; in leave-one-out mode the query itself is removed by index (a duplicate "
@@ -156,6 +165,29 @@ def pml_metrics(query, query_labels, reference, reference_labels, distance, knn_
     return {k: float(m[k]) for k in METRICS}
 
 
+def pml_full_metrics(query, query_labels, reference, reference_labels, knn_func):
+    """Full MAP and MRR: PML's own calculator with k=None (all references but the query).
+
+    PML 2.9.0's mean_reciprocal_rank builds its ranks as `torch.argmax(...) + 1.0`, a tensor of
+    torch's default float dtype, so by default the reciprocal ranks and their mean are float32
+    (e.g. 0.7045454382896423 for 31/44). The call runs with float64 as the default dtype, which
+    gives the exact mean; MAP is float64 in PML either way.
+    """
+    calc = AccuracyCalculator(
+        include=FULL_METRICS, k=None, knn_func=knn_func, device=torch.device("cpu")
+    )
+    args = [torch.from_numpy(query), torch.from_numpy(query_labels)]
+    if reference is not None:
+        args += [torch.from_numpy(reference), torch.from_numpy(reference_labels)]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        m = calc.get_accuracy(*args)
+    finally:
+        torch.set_default_dtype(previous)
+    return {k: float(m[k]) for k in FULL_METRICS}
+
+
 def default_knn(distance):
     return CustomKNN(LpDistance(normalize_embeddings=False) if distance == "euclidean" else CosineSimilarity())
 
@@ -209,8 +241,8 @@ VARIANTS = {
 
 
 def brute_force(dmat, query_labels, reference_labels, leave_one_out, reverse_ties=False):
-    """All 7 metrics by a plain loop over queries, from a precomputed distance matrix."""
-    sums = dict.fromkeys(METRICS, 0.0)
+    """All 9 metrics by a plain loop over queries, from a precomputed distance matrix."""
+    sums = dict.fromkeys(ALL_METRICS, 0.0)
     counted = 0
     for i, label in enumerate(query_labels):
         candidates = [j for j in range(len(reference_labels)) if not (leave_one_out and j == i)]
@@ -231,6 +263,13 @@ def brute_force(dmat, query_labels, reference_labels, leave_one_out, reverse_tie
         sums["mean_average_precision_at_r"] += ap / r
         for k in RECALL_KS:
             sums[f"recall_at_{k}"] += float(any(rel[:k]))
+        hits, ap = 0, 0.0
+        for pos, is_rel in enumerate(rel):  # the whole ranking
+            if is_rel:
+                hits += 1
+                ap += hits / (pos + 1)
+        sums["mean_average_precision"] += ap / r
+        sums["mean_reciprocal_rank"] += 1.0 / (rel.index(True) + 1)
     return counted, {k: v / counted for k, v in sums.items()}
 
 
@@ -252,6 +291,8 @@ def make_case(name, distance, queries, query_labels, references=None, reference_
 
     ours = pml_metrics(queries, query_labels, references, reference_labels, distance,
                        StableExactKNN(distance))
+    ours.update(pml_full_metrics(queries, query_labels, references, reference_labels,
+                                 StableExactKNN(distance)))
     default = pml_metrics(queries, query_labels, references, reference_labels, distance,
                           default_knn(distance))
 
@@ -260,7 +301,7 @@ def make_case(name, distance, queries, query_labels, references=None, reference_
         results[variant] = brute_force(distance_matrix(queries, ref, distance, variant), ql, rl, loo)
     counted, brute = results[VARIANTS[distance][0]]
     failures = []
-    for key in METRICS:
+    for key in ALL_METRICS:
         if not abs(ours[key] - brute[key]) <= TOL:
             failures.append(f"{key}: PML {ours[key]!r} vs brute force {brute[key]!r}")
         for variant, (c, m) in results.items():
@@ -291,7 +332,10 @@ def make_case(name, distance, queries, query_labels, references=None, reference_
         case["references"] = [float(v) for v in references.reshape(-1)]
         case["reference_labels"] = rl
     case["counted"] = counted
-    case.update(ours)
+    for key in METRICS:
+        case[key] = ours[key]
+        if key == "mean_average_precision_at_r":
+            case.update((k, ours[k]) for k in FULL_METRICS)
     case["pml_default"] = default
     return case
 

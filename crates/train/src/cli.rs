@@ -20,8 +20,13 @@ pub struct Cli {
 pub enum Command {
     /// Train an embedding model; `--resume` continues the run in `--out`.
     Train(TrainArgs),
-    /// Retrieval metrics of a trained model: P@1, Recall@1/2/4/8, R-Precision, MAP@R.
+    /// Metrics of a trained model: retrieval (P@1, Recall@1/2/4/8, R-Precision, MAP@R, MAP,
+    /// MRR), clustering (NMI, AMI), verification (ROC AUC, TAR@FAR, 10-fold accuracy and the
+    /// best threshold) and re-identification (CMC rank-1/5/10, mAP).
     Eval(EvalArgs),
+    /// Find the nearest gallery images of query images with a trained model, and say which are
+    /// a match under a distance threshold.
+    Search(SearchArgs),
     /// Embed images with a trained model: embeddings.npy, labels.csv, vectors.tsv,
     /// metadata.tsv.
     Embed(EmbedArgs),
@@ -58,6 +63,65 @@ pub struct EvalArgs {
     /// Only these classes (comma-separated names, e.g. `6,7,8,9`), in queries and references.
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
+    /// Metric groups (comma-separated): retrieval, clustering (k-means NMI and AMI),
+    /// verification (pairs: see --pairs), reid (query/gallery columns of a CSV --data). Default:
+    /// retrieval, clustering and verification, and reid when --data is a CSV list with the
+    /// query and gallery columns.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub metrics: Option<Vec<String>>,
+    /// Verification pairs: a CSV `path_a,path_b,same` (paths relative to it; same is 1 or 0),
+    /// `all` pairs of the queries, or a number of pairs drawn from the queries' labels, half of
+    /// them same-class (as LFW's).
+    #[arg(long, value_name = "FILE|all|N", default_value = "6000")]
+    pub pairs: String,
+    /// Column of a CSV --data that marks re-identification queries (1/0, true/false).
+    #[arg(long, value_name = "NAME", default_value = "is_query")]
+    pub query_column: String,
+    /// Column of a CSV --data that marks the re-identification gallery.
+    #[arg(long, value_name = "NAME", default_value = "is_gallery")]
+    pub gallery_column: String,
+    /// Column of a CSV --data with a group per image, e.g. a camera id: re-identification
+    /// leaves out a query's same-identity gallery images of its own group (Market-1501).
+    #[arg(long, value_name = "NAME")]
+    pub group_column: Option<String>,
+    /// Write retrievals.png: N queries (a seeded choice, with the worst and the best by average
+    /// precision) and their nearest references, framed green (same class) or red, with their
+    /// distances; and roc.png when verification runs.
+    #[arg(long, value_name = "N")]
+    pub show: Option<usize>,
+    /// Seed of k-means, of the pairs drawn and of the queries shown.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `triplet search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// A run folder (its best checkpoint, else its latest), a checkpoint folder, or a model
+    /// file.
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub checkpoint: PathBuf,
+    /// The gallery: a `triplet embed` output folder (embeddings.npy and labels.csv, embedded
+    /// once), or images: an image folder, an IDX file or folder (its training images), or a
+    /// CSV list.
+    #[arg(long, value_name = "PATH|EMBEDDINGS_DIR")]
+    pub gallery: PathBuf,
+    /// Query images: image files, or folders of them.
+    #[arg(long, value_name = "PATH", required = true, num_args = 1..)]
+    pub query: Vec<PathBuf>,
+    /// Neighbours per query.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub k: usize,
+    /// Distance at most which a neighbour is a match: a number, `run` (the threshold `triplet
+    /// eval` found by verification, from the run folder's metrics.json), or a metrics.json.
+    #[arg(long, value_name = "T|run|FILE")]
+    pub threshold: Option<String>,
+    /// Also write the results to this file: JSON when it ends in .json, else CSV.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Device: flex (default, alias cpu), ndarray, wgpu, cuda; gpu = cuda if built, else wgpu.
+    #[arg(long, value_name = "NAME", default_value = "flex")]
+    pub backend: String,
 }
 
 /// `triplet embed`.

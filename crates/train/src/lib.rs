@@ -3,7 +3,7 @@
 //! evaluation, embedding export and plots.
 //!
 //! `main.rs` only parses the command line and calls [`run()`]. The modules, from the top down:
-//! - [`train`] (`triplet train`) and [`eval`] (`eval`, `embed`, `export`), the commands; training
+//! - [`train`] (`triplet train`) and [`eval`] (`eval`, `search`, `embed`, `export`), the commands; training
 //!   validates with evaluation's embedding and metrics, evaluation never reaches into training;
 //! - [`run`](mod@run): the run folder both of them read and write (checkpoints, `metrics.jsonl`, the
 //!   trained model);
@@ -51,6 +51,15 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(args) => {
             let backend = args.backend.parse().map_err(anyhow::Error::msg)?;
+            let metrics = args
+                .metrics
+                .map(|list| {
+                    list.iter()
+                        .map(|g| g.parse::<eval::applications::Group>())
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             eval::command::eval(&eval::command::EvalOptions {
                 checkpoint: args.checkpoint,
                 data: args.data,
@@ -59,6 +68,26 @@ pub fn run(cli: Cli) -> Result<()> {
                 backend,
                 plot: args.plot,
                 classes: args.classes,
+                metrics,
+                pairs: eval::applications::PairsSource::parse(&args.pairs)?,
+                query_column: args.query_column,
+                gallery_column: args.gallery_column,
+                group_column: args.group_column,
+                show: args.show,
+                seed: args.seed,
+            })?;
+            Ok(())
+        }
+        Command::Search(args) => {
+            let backend = args.backend.parse().map_err(anyhow::Error::msg)?;
+            eval::search::search(&eval::search::SearchOptions {
+                checkpoint: args.checkpoint,
+                gallery: args.gallery,
+                query: args.query,
+                k: args.k,
+                threshold: args.threshold,
+                out: args.out,
+                backend,
             })?;
             Ok(())
         }

@@ -54,6 +54,7 @@ fn default_device(cli: &Cli) {
         Command::Train(args) => args.backend.as_str(),
         Command::Eval(args) => args.backend.as_str(),
         Command::Embed(args) => args.backend.as_str(),
+        Command::Search(args) => args.backend.as_str(),
         Command::Export(_) => return,
     };
     let Ok(backend) = name.parse::<Backend>() else {

@@ -184,10 +184,75 @@ impl Listing {
     }
 }
 
-fn is_image(path: &Path) -> bool {
+/// Named columns of a CSV list, one row per file (paths resolved as [`Listing::from_csv`] does):
+/// the values of `names`, in that order, for each path. An unknown column is an error naming the
+/// file and the columns it has; a path listed twice keeps its first row.
+pub fn read_columns(
+    csv_path: &Path,
+    names: &[&str],
+) -> Result<std::collections::HashMap<PathBuf, Vec<String>>, ListingError> {
+    let csv_err = |line: usize, reason: String| ListingError::Csv {
+        path: csv_path.to_owned(),
+        line,
+        reason,
+    };
+    let text = std::fs::read_to_string(csv_path).map_err(|source| ListingError::Io {
+        path: csv_path.to_owned(),
+        source,
+    })?;
+    let base = csv_path.parent().unwrap_or(Path::new("."));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| csv_err(1, e.to_string()))?
+        .clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let mut wanted = Vec::with_capacity(names.len() + 1);
+    for name in std::iter::once(&"path").chain(names) {
+        let Some(c) = column(name) else {
+            return Err(csv_err(
+                1,
+                format!(
+                    "no column `{name}` (its columns: {})",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        };
+        wanted.push(c);
+    }
+    let mut out = std::collections::HashMap::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| csv_err(line, e.to_string()))?;
+        let values: Option<Vec<String>> = wanted
+            .iter()
+            .map(|&c| record.get(c).map(|v| v.trim().to_owned()))
+            .collect();
+        let Some(mut values) = values else {
+            return Err(csv_err(line, "missing values".into()));
+        };
+        let path = base.join(values.remove(0));
+        out.entry(path).or_insert(values);
+    }
+    Ok(out)
+}
+
+/// Whether `path` has an image file's extension ([`IMAGE_EXTENSIONS`]).
+pub fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// The image files below `dir` at any depth (by extension, hidden entries skipped), sorted.
+pub fn images_in(dir: &Path) -> Result<Vec<PathBuf>, ListingError> {
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.retain(|p| is_image(p));
+    files.sort();
+    Ok(files)
 }
 
 /// Every file below `dir`, recursively (hidden entries skipped).

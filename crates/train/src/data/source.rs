@@ -89,6 +89,24 @@ impl ImageSet {
         }
     }
 
+    /// Image files without classes (all in one class named `-`), in the order given: queries
+    /// of `triplet search`, the images of a pairs list.
+    pub fn unlabelled(paths: Vec<PathBuf>) -> Self {
+        Self {
+            labels: vec![0; paths.len()],
+            items: Items::Files(paths),
+            classes: vec!["-".into()],
+        }
+    }
+
+    /// The file of image `i`, for image files (not IDX data).
+    pub fn path(&self, i: usize) -> Option<&Path> {
+        match &self.items {
+            Items::Files(paths) => Some(&paths[i]),
+            Items::Idx { .. } => None,
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()

@@ -9,10 +9,21 @@ use anyhow::{Context, Result, bail};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde_json::json;
 
+use triplet_loss::Distance;
+
+use super::applications::{
+    Group, PairsSource, choose_shown, has_columns, pairs_from_labels, pairs_of_file, reid_columns,
+    score_pairs, shown_row, thumb,
+};
+use super::clustering::{Clustering, clustering};
 use super::embed::{EmbedOptions, Embedded, embed};
 use super::export::{Row, write_all};
-use super::metrics::{RECALL_AT, Retrieval, retrieval};
-use super::plot;
+use super::knn::nearest;
+use super::metrics::{RECALL_AT, Retrieval, retrieval_per_query};
+use super::pairs::read_pairs;
+use super::plot::{self, RocCurve, retrievals_png, roc_png};
+use super::reid::{Reid, Split, reid};
+use super::verification::{FAR_TARGETS, Verification, verification};
 use crate::config::toml_name;
 use crate::console::say;
 use crate::data::source::{self, ImageSet};
@@ -22,7 +33,7 @@ use crate::run::trained::{Trained, load, native_shape};
 
 /// Which part of a data path to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
+pub(crate) enum Part {
     /// The test images of an IDX folder if it has them (queries, embeddings).
     TestIfAny,
     /// The training images (references).
@@ -31,7 +42,7 @@ enum Part {
 
 /// Opens `path` and picks its part; returns the set, a description, and whether that is the
 /// training part (the whole source when it has no test part).
-fn open_part(
+pub(crate) fn open_part(
     path: &Path,
     part: Part,
     classes: Option<&[String]>,
@@ -96,7 +107,7 @@ fn say_model(trained: &Trained, backend: Backend) {
     ));
 }
 
-fn embed_set(trained: &Trained, set: ImageSet) -> Result<(Arc<ImageSet>, Embedded)> {
+pub(crate) fn embed_set(trained: &Trained, set: ImageSet) -> Result<(Arc<ImageSet>, Embedded)> {
     let set = Arc::new(set);
     let embedded = embed(
         &trained.model,
@@ -131,10 +142,59 @@ pub struct EvalOptions {
     pub plot: bool,
     /// `--classes`.
     pub classes: Option<Vec<String>>,
+    /// `--metrics`: `None` for the defaults.
+    pub metrics: Option<Vec<Group>>,
+    /// `--pairs`.
+    pub pairs: PairsSource,
+    /// `--query-column`.
+    pub query_column: String,
+    /// `--gallery-column`.
+    pub gallery_column: String,
+    /// `--group-column`.
+    pub group_column: Option<String>,
+    /// `--show`.
+    pub show: Option<usize>,
+    /// `--seed`.
+    pub seed: u64,
 }
 
-/// Runs `triplet eval`: prints a table and writes `metrics.json`.
-pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
+/// What `triplet eval` measured.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    /// Retrieval metrics (always computed: `--show` and the table need them).
+    pub retrieval: Retrieval,
+    /// NMI and AMI, when selected.
+    pub clustering: Option<Clustering>,
+    /// Verification, when selected.
+    pub verification: Option<Verification>,
+    /// Re-identification, when selected.
+    pub reid: Option<Reid>,
+}
+
+/// The metric groups to run: those asked for, else the defaults (retrieval, clustering,
+/// verification, and reid when the data is a CSV list with the two columns, or a group column
+/// is named).
+fn groups(o: &EvalOptions) -> Vec<Group> {
+    let mut groups = match &o.metrics {
+        Some(list) => list.clone(),
+        None => {
+            let mut g = vec![Group::Retrieval, Group::Clustering, Group::Verification];
+            if o.group_column.is_some()
+                || has_columns(&o.data, &[&o.query_column, &o.gallery_column])
+            {
+                g.push(Group::Reid);
+            }
+            g
+        }
+    };
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// Runs `triplet eval`: prints a table and writes `metrics.json` (and `roc.csv`, the plots).
+pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
+    let groups = groups(o);
     let device = o.backend.device().map_err(anyhow::Error::msg)?;
     let trained = load(&o.checkpoint, &device, || native_shape(&o.data))?;
     let out = o
@@ -147,6 +207,11 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     let mut references = match &o.reference {
         Some(path) => Some(open_part(path, Part::Train, classes)?),
         None => None,
+    };
+    // A pairs file is checked before anything is embedded.
+    let pair_list = match (&o.pairs, groups.contains(&Group::Verification)) {
+        (PairsSource::File(path), true) => Some(read_pairs(path)?),
+        _ => None,
     };
     // The same images on both sides would make every query its own nearest neighbour.
     let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
@@ -172,6 +237,19 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
 
     let started = Instant::now();
     let (query_set, q) = embed_set(&trained, queries)?;
+    // Read (and checked) before the search: a wrong column fails fast.
+    let reid_split = if groups.contains(&Group::Reid) {
+        Some(reid_columns(
+            &o.data,
+            &query_set,
+            &q,
+            &o.query_column,
+            &o.gallery_column,
+            o.group_column.as_deref(),
+        )?)
+    } else {
+        None
+    };
     let refs = match references {
         Some((set, _, _)) => Some(embed_set(&trained, set)?),
         None => None,
@@ -190,16 +268,71 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     let q_labels = label_ids(&query_set, &q.labels);
     let r_labels = refs.as_ref().map(|(set, e)| label_ids(set, &e.labels));
     let distance = trained.config.loss().distance;
-    let r = retrieval(
+    let cosine = matches!(distance, Distance::Cosine);
+    let distance_name = toml_name(&trained.config.loss.distance);
+    let reference_rows = refs
+        .as_ref()
+        .zip(r_labels.as_deref())
+        .map(|((_, e), l)| (e.embeddings.as_slice(), l));
+    let (r, per_query_ap) = retrieval_per_query(
         &q.embeddings,
         &q_labels,
-        refs.as_ref()
-            .zip(r_labels.as_deref())
-            .map(|((_, e), l)| (e.embeddings.as_slice(), l)),
+        reference_rows,
         q.dim,
         distance,
         &device,
     )?;
+    let clustering = groups
+        .contains(&Group::Clustering)
+        .then(|| clustering(&q.embeddings, q.dim, &q_labels, o.seed));
+    let mut skipped_pairs = 0;
+    let verification = if groups.contains(&Group::Verification) {
+        let scored = match &pair_list {
+            Some(list) => {
+                let set = ImageSet::unlabelled(list.images.clone());
+                say(&format!(
+                    "pairs: {} ({} pairs of {} images)",
+                    o.pairs_text(),
+                    list.pairs.len(),
+                    list.images.len()
+                ));
+                let (_, e) = embed_set(&trained, set)?;
+                pairs_of_file(list, &e, cosine)
+            }
+            None => {
+                let pairs = pairs_from_labels(&q_labels, &o.pairs, o.seed)?;
+                score_pairs(&q.embeddings, q.dim, &pairs, cosine)
+            }
+        };
+        skipped_pairs = scored.skipped;
+        if scored.skipped > 0 {
+            say(&format!(
+                "warning: {} pair(s) left out: an image of theirs cannot be read",
+                scored.skipped
+            ));
+        }
+        Some(
+            verification(&scored.distances, &scored.same, &distance_name)
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else {
+        None
+    };
+    let reid = match &reid_split {
+        Some(split) => Some(reid(
+            &q.embeddings,
+            &q_labels,
+            Split {
+                is_query: &split.is_query,
+                is_gallery: &split.is_gallery,
+                groups: split.groups.as_deref(),
+            },
+            q.dim,
+            distance,
+            &device,
+        )?),
+        None => None,
+    };
     let seconds = started.elapsed().as_secs_f64();
 
     let mode = if refs.is_some() {
@@ -208,19 +341,64 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
         "leave-one-out"
     };
     say(&format!(
-        "{mode}: {} queries counted of {}, {}-d, {} distance, {seconds:.1} s",
-        r.queries,
-        r.total_queries,
-        q.dim,
-        toml_name(&trained.config.loss.distance)
+        "{mode}: {} queries counted of {}, {}-d, {distance_name} distance, {seconds:.1} s",
+        r.queries, r.total_queries, q.dim,
     ));
-    say("  metric        value");
-    say(&format!("  P@1           {:.4}", r.precision_at_1));
+    say("  metric              value");
+    say(&format!("  P@1                 {:.4}", r.precision_at_1));
     for (k, v) in RECALL_AT.iter().zip(r.recall_at) {
-        say(&format!("  Recall@{k:<6} {v:.4}"));
+        say(&format!("  Recall@{k:<12} {v:.4}"));
     }
-    say(&format!("  R-Precision   {:.4}", r.r_precision));
-    say(&format!("  MAP@R         {:.4}", r.map_at_r));
+    say(&format!("  R-Precision         {:.4}", r.r_precision));
+    say(&format!("  MAP@R               {:.4}", r.map_at_r));
+    say(&format!("  MAP                 {:.4}", r.map));
+    say(&format!("  MRR                 {:.4}", r.mrr));
+    if let Some(c) = &clustering {
+        say(&format!("  NMI                 {:.4}", c.nmi));
+        say(&format!("  AMI                 {:.4}", c.ami));
+    }
+    if let Some((v, _)) = &verification {
+        say(&format!(
+            "  verification        {} pairs ({} same-class)",
+            v.pairs, v.positive_pairs
+        ));
+        say(&format!("  ROC AUC             {:.4}", v.auc));
+        say(&format!("  TAR@FAR=1e-3        {:.4}", v.tar_at_far_1e3));
+        say(&format!("  TAR@FAR=1e-2        {:.4}", v.tar_at_far_1e2));
+        say(&format!(
+            "  accuracy (10-fold)  {:.4} ± {:.4}",
+            v.accuracy, v.accuracy_std
+        ));
+        say(&format!(
+            "  threshold           {:.4} (accuracy {:.4} on all pairs)",
+            v.threshold, v.threshold_accuracy
+        ));
+        if v.negative_pairs < 1000 {
+            say(&format!(
+                "note: {} different-class pairs resolve FAR only to {:.0e}; TAR@FAR=1e-3 needs \
+                 1000 or more",
+                v.negative_pairs,
+                1.0 / v.negative_pairs as f64
+            ));
+        }
+    }
+    if let Some(re) = &reid {
+        say(&format!(
+            "  re-identification   {} queries counted of {}, gallery {}{}",
+            re.queries,
+            re.total_queries,
+            re.gallery,
+            if re.groups {
+                ", same-group matches left out"
+            } else {
+                ""
+            }
+        ));
+        say(&format!("  CMC rank-1          {:.4}", re.cmc_rank_1));
+        say(&format!("  CMC rank-5          {:.4}", re.cmc_rank_5));
+        say(&format!("  CMC rank-10         {:.4}", re.cmc_rank_10));
+        say(&format!("  mAP                 {:.4}", re.map));
+    }
     if r.queries < r.total_queries {
         say(&format!(
             "note: {} queries have no relevant reference (their class has no other image) and \
@@ -232,6 +410,12 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut metrics = r.to_json();
     metrics["mode"] = json!(mode);
+    metrics["metrics"] = json!(
+        groups
+            .iter()
+            .map(|g| format!("{g:?}").to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    );
     metrics["checkpoint"] = json!(trained.weights.display().to_string());
     metrics["data"] = json!(o.data.display().to_string());
     metrics["reference"] = json!(
@@ -243,13 +427,95 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
     metrics["distance"] = json!(trained.config.loss.distance);
     metrics["dim"] = json!(q.dim);
     metrics["backend"] = json!(o.backend.to_string());
+    metrics["seed"] = json!(o.seed);
     metrics["seconds"] = json!(seconds);
     metrics["skipped_images"] = json!(q.skipped + refs.as_ref().map_or(0, |r| r.1.skipped));
+    if let Some(c) = &clustering {
+        metrics["NMI"] = json!(c.nmi);
+        metrics["AMI"] = json!(c.ami);
+        metrics["clustering"] = json!({"clusters": c.clusters, "inertia": c.inertia});
+    }
+    if let Some((v, roc)) = &verification {
+        let mut value = serde_json::to_value(v).expect("scores serialise");
+        value["pairs_source"] = json!(o.pairs_text());
+        value["skipped_pairs"] = json!(skipped_pairs);
+        metrics["verification"] = value;
+        let mut csv = String::from("threshold,far,tar\n");
+        for ((t, f), a) in roc.thresholds.iter().zip(&roc.far).zip(&roc.tar) {
+            csv.push_str(&format!("{t},{f},{a}\n"));
+        }
+        write_atomic(&out.join("roc.csv"), csv.as_bytes())?;
+    }
+    if let Some(re) = &reid {
+        let mut value = serde_json::to_value(re).expect("scores serialise");
+        value["query_column"] = json!(o.query_column);
+        value["gallery_column"] = json!(o.gallery_column);
+        value["group_column"] = json!(o.group_column);
+        metrics["reid"] = value;
+    }
     let path = out.join("metrics.json");
     let text = serde_json::to_string_pretty(&metrics).expect("JSON values serialise");
     write_atomic(&path, format!("{text}\n").as_bytes())?;
-    say(&format!("metrics written to {}", path.display()));
+    say(&format!(
+        "metrics written to {}{}",
+        path.display(),
+        if verification.is_some() {
+            " (and the ROC to roc.csv)"
+        } else {
+            ""
+        }
+    ));
 
+    let mut written = Vec::new();
+    if let Some(n) = o.show {
+        let shown = choose_shown(&per_query_ap, n, o.seed);
+        if shown.is_empty() {
+            say("note: --show has no query with a relevant reference to show");
+        } else {
+            let (ref_set, ref_rows, ref_labels) = match &refs {
+                Some((set, e)) => (set, e, r_labels.as_deref().expect("labelled")),
+                None => (&query_set, &q, q_labels.as_slice()),
+            };
+            let png = show_retrievals(
+                &shown,
+                (&query_set, &q, &q_labels),
+                (ref_set, ref_rows, ref_labels),
+                refs.is_none(),
+                distance,
+                &device,
+                trained.transform.channels,
+                &per_query_ap,
+            )?;
+            write_atomic(&out.join("retrievals.png"), &png)?;
+            written.push("retrievals.png");
+        }
+    }
+    if (o.show.is_some() || o.plot)
+        && let Some((v, roc)) = &verification
+    {
+        let marks: Vec<(f64, f64, String)> = FAR_TARGETS
+            .iter()
+            .map(|&far| {
+                let (tar, _) = roc.tar_at_far(far);
+                (far, tar, format!("TAR@FAR={far:.0e}: {tar:.3}"))
+            })
+            .collect();
+        let png = roc_png(
+            &RocCurve {
+                far: &roc.far,
+                tar: &roc.tar,
+                auc: v.auc,
+                pairs: (v.positive_pairs, v.negative_pairs),
+            },
+            &marks,
+            &format!(
+                "Verification ROC, {} ({} distance)",
+                trained.which, distance_name
+            ),
+        )?;
+        write_atomic(&out.join("roc.png"), &png)?;
+        written.push("roc.png");
+    }
     if o.plot {
         let png = plot::pca_png(
             &q.embeddings,
@@ -260,19 +526,122 @@ pub fn eval(o: &EvalOptions) -> Result<Retrieval> {
             10_000,
         )?;
         write_atomic(&out.join("embeddings_pca.png"), &png)?;
-        let mut written = vec!["embeddings_pca.png"];
+        written.push("embeddings_pca.png");
         if let Some(run) = &trained.run
             && plot::write_curves(run, &out)?
         {
             written.push("curves.png");
         }
+    }
+    if !written.is_empty() {
         say(&format!(
             "plots: {} in {}",
             written.join(", "),
             out.display()
         ));
     }
-    Ok(r)
+    Ok(EvalReport {
+        retrieval: r,
+        clustering,
+        verification: verification.map(|v| v.0),
+        reid,
+    })
+}
+
+/// Neighbours shown per query in `retrievals.png`.
+pub const SHOWN_HITS: usize = 8;
+
+/// Draws `retrievals.png` for the chosen queries: their nearest references, the query itself
+/// left out in leave-one-out mode.
+#[allow(clippy::too_many_arguments)]
+fn show_retrievals(
+    shown: &[(usize, &'static str)],
+    (query_set, q, q_labels): (&ImageSet, &Embedded, &[usize]),
+    (ref_set, refs, ref_labels): (&ImageSet, &Embedded, &[usize]),
+    leave_one_out: bool,
+    distance: Distance,
+    device: &burn::tensor::Device,
+    channels: usize,
+    ap: &[Option<f64>],
+) -> Result<Vec<u8>> {
+    let dim = q.dim.max(1);
+    let rows: Vec<f32> = shown
+        .iter()
+        .flat_map(|&(i, _)| q.embeddings[i * dim..(i + 1) * dim].iter().copied())
+        .collect();
+    let extra = usize::from(leave_one_out);
+    let found = nearest(
+        &rows,
+        &refs.embeddings,
+        dim,
+        SHOWN_HITS + extra,
+        distance,
+        device,
+    )?;
+    let class = |set: &ImageSet, e: &Embedded, row: usize| set.classes()[e.labels[row]].clone();
+    let figure: Vec<_> = shown
+        .iter()
+        .zip(found)
+        .map(|(&(i, note), mut hits)| {
+            if leave_one_out {
+                // The query itself, else (a duplicate ranked before it) the last one.
+                let own = hits.iter().position(|h| h.0 == i).unwrap_or(hits.len() - 1);
+                hits.remove(own);
+            }
+            hits.truncate(SHOWN_HITS);
+            let caption = format!(
+                "query {i} · class {} · AP {:.2}{}",
+                class(query_set, q, i),
+                ap[i].unwrap_or(f64::NAN),
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({note})")
+                }
+            );
+            let hits = hits
+                .into_iter()
+                .map(|(j, d)| {
+                    (
+                        thumb(ref_set, refs.indices[j], channels),
+                        ref_labels[j] == q_labels[i],
+                        d,
+                        class(ref_set, refs, j),
+                    )
+                })
+                .collect();
+            shown_row(
+                thumb(query_set, q.indices[i], channels),
+                class(query_set, q, i),
+                caption,
+                hits,
+            )
+        })
+        .collect();
+    retrievals_png(
+        &figure,
+        &format!(
+            "Nearest {} of {} queries ({})",
+            SHOWN_HITS,
+            shown.len(),
+            if leave_one_out {
+                "leave-one-out"
+            } else {
+                "against the references"
+            }
+        ),
+    )
+}
+
+impl EvalOptions {
+    /// `--pairs` as the user wrote it.
+    fn pairs_text(&self) -> String {
+        match &self.pairs {
+            PairsSource::File(p) => p.display().to_string(),
+            PairsSource::All => "all pairs of the queries".into(),
+            PairsSource::Sample(n) => format!("{n} drawn from the queries' labels"),
+        }
+    }
 }
 
 /// What `triplet embed` was asked to do.

@@ -181,6 +181,19 @@ pub fn retrieval(
     distance: Distance,
     device: &Device,
 ) -> Result<Retrieval, KnnError> {
+    retrieval_per_query(queries, query_labels, references, dim, distance, device).map(|r| r.0)
+}
+
+/// [`retrieval`], and the average precision over the whole ranking of every query (`None` for
+/// a query with no relevant reference).
+pub fn retrieval_per_query(
+    queries: &[f32],
+    query_labels: &[usize],
+    references: Option<(&[f32], &[usize])>,
+    dim: usize,
+    distance: Distance,
+    device: &Device,
+) -> Result<(Retrieval, Vec<Option<f64>>), KnnError> {
     let leave_one_out = references.is_none();
     let ref_labels = references.map_or(query_labels, |r| r.1);
     if queries.len() != query_labels.len() * dim.max(1) {
@@ -238,6 +251,7 @@ pub fn retrieval(
             })
         },
     )?;
+    let per_query: Vec<Option<f64>> = scores.iter().map(|s| s.map(|s| s.full_map)).collect();
     let counted: Vec<QueryScore> = scores.into_iter().flatten().collect();
     let n = counted.len();
     let mean = |f: &dyn Fn(&QueryScore) -> f64| {
@@ -247,7 +261,7 @@ pub fn retrieval(
             counted.iter().map(f).sum::<f64>() / n as f64
         }
     };
-    Ok(Retrieval {
+    let r = Retrieval {
         precision_at_1: mean(&|s| s.p1),
         r_precision: mean(&|s| s.rp),
         map_at_r: mean(&|s| s.map),
@@ -256,7 +270,8 @@ pub fn retrieval(
         mrr: mean(&|s| s.mrr),
         queries: n,
         total_queries: query_labels.len(),
-    })
+    };
+    Ok((r, per_query))
 }
 
 /// Leave-one-out retrieval quality of a labelled set of embeddings (`labels.len() × dim`,

@@ -1,5 +1,6 @@
 //! PNG plots (plotters, drawn into an RGB buffer and encoded by `image`): training curves from
-//! a run's `metrics.jsonl`, and a 2-D PCA map of embeddings coloured by class.
+//! a run's `metrics.jsonl`, a 2-D PCA map of embeddings coloured by class, the retrievals of
+//! chosen queries (`retrievals.png`) and the verification ROC (`roc.png`).
 //!
 //! Text uses the bundled DejaVu Sans (`assets/`), so plots need no system fonts.
 
@@ -91,6 +92,10 @@ pub(crate) fn tick(v: &f64) -> String {
 
 mod curves;
 mod pca;
+mod retrievals;
+mod roc;
 
 pub use curves::{Curves, curves_png, write_curves};
 pub use pca::{pca_2d, pca_png};
+pub use retrievals::{Hit, ShownQuery, Thumb, retrievals_png};
+pub use roc::{RocCurve, roc_png};

@@ -1,0 +1,443 @@
+//! `triplet search`: the nearest gallery images of query images, with distances, and `match` /
+//! `no match` under a distance threshold (PML's `InferenceModel.get_nearest_neighbors` and
+//! `is_match`).
+//!
+//! The gallery is embedded once (or read from a `triplet embed` folder), then searched exactly
+//! in blocks of queries ([`super::knn`]): memory is the gallery's embeddings plus one block of
+//! distances, whatever the gallery's size.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::command::{Part, embed_set, open_part};
+use super::knn::nearest;
+use crate::console::say;
+use crate::data::listing::{IMAGE_EXTENSIONS, images_in, is_image};
+use crate::data::source::ImageSet;
+use crate::device::Backend;
+use crate::files::write_atomic;
+use crate::run::trained::{Trained, load};
+
+/// What `triplet search` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    /// `--checkpoint`.
+    pub checkpoint: PathBuf,
+    /// `--gallery`.
+    pub gallery: PathBuf,
+    /// `--query`.
+    pub query: Vec<PathBuf>,
+    /// `--k`.
+    pub k: usize,
+    /// `--threshold`: a number, `run` or a metrics.json.
+    pub threshold: Option<String>,
+    /// `--out`.
+    pub out: Option<PathBuf>,
+    /// `--backend`.
+    pub backend: Backend,
+}
+
+/// One neighbour of a query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Neighbour {
+    /// 1 for the nearest.
+    pub rank: usize,
+    /// The gallery image.
+    pub path: String,
+    /// Its class.
+    pub label: String,
+    /// Its distance to the query.
+    pub distance: f32,
+    /// Whether `distance ≤ threshold`, when a threshold is given.
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub is_match: Option<bool>,
+}
+
+/// The neighbours of one query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryResult {
+    /// The query image.
+    pub query: String,
+    /// Its neighbours, nearest first.
+    pub neighbours: Vec<Neighbour>,
+}
+
+/// A gallery: its embeddings and, per row, a name and a class.
+struct Gallery {
+    embeddings: Vec<f32>,
+    dim: usize,
+    paths: Vec<String>,
+    labels: Vec<String>,
+}
+
+/// Whether `dir` is a `triplet embed` output folder.
+fn is_embed_dir(dir: &Path) -> bool {
+    dir.join("embeddings.npy").is_file() && dir.join("labels.csv").is_file()
+}
+
+/// Reads a `rows × cols` little-endian float32 `.npy` (as `triplet embed` writes), straight
+/// into floats (no second copy of the bytes).
+pub fn read_npy_f32(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    let bad = |why: &str| anyhow::anyhow!("{} is not a float32 matrix .npy: {why}", path.display());
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut head = [0u8; 10];
+    reader.read_exact(&mut head).map_err(|_| bad("too short"))?;
+    if &head[..6] != b"\x93NUMPY" {
+        return Err(bad("no .npy magic"));
+    }
+    let len = usize::from(u16::from_le_bytes([head[8], head[9]]));
+    if head[6] != 1 {
+        return Err(bad("only version 1 is read"));
+    }
+    let mut header = vec![0u8; len];
+    reader
+        .read_exact(&mut header)
+        .map_err(|_| bad("header cut short"))?;
+    let header = String::from_utf8_lossy(&header);
+    if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
+        return Err(bad(&format!(
+            "needs '<f4' in C order, header {}",
+            header.trim()
+        )));
+    }
+    let dims: Vec<usize> = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .map(|s| s.split(',').filter_map(|d| d.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let [rows, cols] = dims[..] else {
+        return Err(bad("not two-dimensional"));
+    };
+    let count = rows
+        .checked_mul(cols)
+        .ok_or_else(|| bad("shape overflows"))?;
+    let mut values = Vec::with_capacity(count);
+    let mut chunk = vec![0u8; 1 << 20];
+    while values.len() < count {
+        let want = ((count - values.len()) * 4).min(chunk.len());
+        reader
+            .read_exact(&mut chunk[..want])
+            .map_err(|_| bad(&format!("{rows} × {cols} values announced, fewer present")))?;
+        values.extend(
+            chunk[..want]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+    }
+    Ok((rows, cols, values))
+}
+
+/// Reads a `triplet embed` folder: `embeddings.npy` and `labels.csv` (`path,label`, same order).
+fn read_embed_dir(dir: &Path) -> Result<Gallery> {
+    let (rows, dim, embeddings) = read_npy_f32(&dir.join("embeddings.npy"))?;
+    let labels_path = dir.join("labels.csv");
+    let mut reader = csv::Reader::from_path(&labels_path)
+        .with_context(|| format!("cannot read {}", labels_path.display()))?;
+    let (mut paths, mut labels) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+    for (i, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}:{}", labels_path.display(), i + 2))?;
+        paths.push(record.get(0).unwrap_or_default().to_owned());
+        labels.push(record.get(1).unwrap_or_default().to_owned());
+    }
+    if paths.len() != rows {
+        bail!(
+            "{} lists {} images but {} holds {rows} embeddings; re-run `triplet embed`",
+            labels_path.display(),
+            paths.len(),
+            dir.join("embeddings.npy").display()
+        );
+    }
+    if let Some(i) = embeddings.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: embedding {} is not finite",
+            dir.join("embeddings.npy").display(),
+            i / dim.max(1)
+        );
+    }
+    Ok(Gallery {
+        embeddings,
+        dim,
+        paths,
+        labels,
+    })
+}
+
+/// The query images: files as given (each must be an image), folders' images in path order.
+fn query_images(paths: &[PathBuf], channels: usize) -> Result<ImageSet> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let found = images_in(p).with_context(|| format!("listing {}", p.display()))?;
+            if found.is_empty() {
+                bail!("query folder {} holds no images", p.display());
+            }
+            files.extend(found);
+        } else if !p.exists() {
+            bail!("query {} does not exist", p.display());
+        } else if !is_image(p) {
+            bail!(
+                "query {} is not an image (image files end in {})",
+                p.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let set = ImageSet::unlabelled(files);
+    // A query that does not decode is an error, not a skipped image: the user named it.
+    for i in 0..set.len() {
+        if let Err(e) = set.load_native(i, channels) {
+            bail!("query {} is not an image: {e}", set.describe(i));
+        }
+    }
+    Ok(set)
+}
+
+/// The verification threshold in a metrics.json written by `triplet eval`.
+fn threshold_of(metrics: &Path, distance: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(metrics).with_context(|| {
+        format!(
+            "cannot read {}; run `triplet eval` (verification is on by default) to find a \
+             threshold",
+            metrics.display()
+        )
+    })?;
+    let value: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", metrics.display()))?;
+    let v = &value["verification"];
+    let Some(threshold) = v["threshold"].as_f64() else {
+        bail!(
+            "{} has no verification threshold; run `triplet eval` with verification on",
+            metrics.display()
+        );
+    };
+    if let Some(d) = v["distance"].as_str()
+        && d != distance
+    {
+        bail!(
+            "{}'s threshold is for the {d} distance, but this model uses {distance}",
+            metrics.display()
+        );
+    }
+    Ok(threshold)
+}
+
+/// `--threshold`: a number, `run`, or a metrics.json file.
+fn resolve_threshold(text: &str, trained: &Trained, distance: &str) -> Result<(f64, String)> {
+    let t = text.trim();
+    if let Ok(v) = t.parse::<f64>() {
+        if !v.is_finite() || v < 0.0 {
+            bail!("--threshold {t}: a distance threshold is a finite number, 0 or more");
+        }
+        return Ok((v, "given".into()));
+    }
+    let file = if t.eq_ignore_ascii_case("run") {
+        let Some(run) = &trained.run else {
+            bail!(
+                "--threshold run: {} is not part of a run folder; give the number, or the \
+                 metrics.json `triplet eval` wrote",
+                trained.weights.display()
+            );
+        };
+        run.path().join("metrics.json")
+    } else {
+        let p = PathBuf::from(t);
+        if !p.is_file() {
+            bail!(
+                "--threshold `{t}` is not a number, `run` (the run folder's threshold) or a \
+                 metrics.json file"
+            );
+        }
+        p
+    };
+    let v = threshold_of(&file, distance)?;
+    Ok((v, format!("from {}", file.display())))
+}
+
+/// Runs `triplet search`: prints each query's nearest gallery images and writes `--out`.
+pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
+    if o.k == 0 {
+        bail!("--k 0: ask for at least one neighbour");
+    }
+    if let Some(out) = &o.out
+        && out.is_dir()
+    {
+        bail!(
+            "--out {} is a folder; give a file name such as results.csv",
+            out.display()
+        );
+    }
+    let device = o.backend.device().map_err(anyhow::Error::msg)?;
+    let trained = load(&o.checkpoint, &device, || None)?;
+    let distance = trained.config.loss().distance;
+    let distance_name = crate::config::toml_name(&trained.config.loss.distance);
+    let threshold = o
+        .threshold
+        .as_deref()
+        .map(|t| resolve_threshold(t, &trained, &distance_name))
+        .transpose()?;
+    let queries = query_images(&o.query, trained.transform.channels)?;
+    say(&format!(
+        "model: {} ({}), backend {}",
+        trained.which,
+        trained.weights.display(),
+        o.backend
+    ));
+    let gallery = if is_embed_dir(&o.gallery) {
+        let g = read_embed_dir(&o.gallery)?;
+        say(&format!(
+            "gallery: {} embeddings ({}-d) from {}",
+            g.paths.len(),
+            g.dim,
+            o.gallery.display()
+        ));
+        g
+    } else {
+        let (set, text, _) = open_part(&o.gallery, Part::Train, None)?;
+        say(&format!("gallery: {text}"));
+        let (set, e) = embed_set(&trained, set)?;
+        Gallery {
+            paths: e.indices.iter().map(|&i| set.describe(i)).collect(),
+            labels: e.labels.iter().map(|&l| set.classes()[l].clone()).collect(),
+            embeddings: e.embeddings,
+            dim: e.dim,
+        }
+    };
+    if gallery.paths.is_empty() {
+        bail!("the gallery {} has no readable images", o.gallery.display());
+    }
+    let (queries, q) = embed_set(&trained, queries)?;
+    let queries: Arc<ImageSet> = queries;
+    if q.dim != gallery.dim {
+        bail!(
+            "the gallery's embeddings are {}-d but this model embeds {}-d: {} was embedded by \
+             another model",
+            gallery.dim,
+            q.dim,
+            o.gallery.display()
+        );
+    }
+    if let Some((t, from)) = &threshold {
+        say(&format!(
+            "threshold: {distance_name} distance ≤ {t:.4} is a match ({from})"
+        ));
+    }
+    let found = nearest(
+        &q.embeddings,
+        &gallery.embeddings,
+        q.dim,
+        o.k,
+        distance,
+        &device,
+    )?;
+    let results: Vec<QueryResult> = found
+        .into_iter()
+        .zip(&q.indices)
+        .map(|(hits, &i)| QueryResult {
+            query: queries.describe(i),
+            neighbours: hits
+                .into_iter()
+                .enumerate()
+                .map(|(rank, (j, d))| Neighbour {
+                    rank: rank + 1,
+                    path: gallery.paths[j].clone(),
+                    label: gallery.labels[j].clone(),
+                    distance: d,
+                    is_match: threshold.as_ref().map(|(t, _)| f64::from(d) <= *t),
+                })
+                .collect(),
+        })
+        .collect();
+    for r in &results {
+        say(&format!("query {}", r.query));
+        say("  rank  distance  match     label       gallery image");
+        for n in &r.neighbours {
+            let verdict = match n.is_match {
+                Some(true) => "match",
+                Some(false) => "no match",
+                None => "-",
+            };
+            say(&format!(
+                "  {:<4}  {:<8.4}  {verdict:<8}  {:<10}  {}",
+                n.rank, n.distance, n.label, n.path
+            ));
+        }
+    }
+    if let Some(out) = &o.out {
+        let bytes = if out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            let mut text = serde_json::to_string_pretty(&results).expect("results serialise");
+            text.push('\n');
+            text.into_bytes()
+        } else {
+            let mut csv = csv::Writer::from_writer(Vec::new());
+            csv.write_record(["query", "rank", "path", "label", "distance", "match"])?;
+            for r in &results {
+                for n in &r.neighbours {
+                    csv.write_record([
+                        r.query.as_str(),
+                        &n.rank.to_string(),
+                        &n.path,
+                        &n.label,
+                        &n.distance.to_string(),
+                        match n.is_match {
+                            Some(true) => "1",
+                            Some(false) => "0",
+                            None => "",
+                        },
+                    ])?;
+                }
+            }
+            csv.into_inner().context("formatting the results")?
+        };
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_atomic(out, &bytes)?;
+        say(&format!(
+            "{} queries' neighbours written to {}",
+            results.len(),
+            out.display()
+        ));
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::export::npy_f32;
+
+    #[test]
+    fn npy_round_trips_and_bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.npy");
+        let values: Vec<f32> = (0..300_000).map(|i| i as f32 * 0.5).collect();
+        std::fs::write(&path, npy_f32(&values, 100_000, 3)).unwrap();
+        let (rows, cols, back) = read_npy_f32(&path).unwrap();
+        assert_eq!((rows, cols), (100_000, 3));
+        assert_eq!(back, values);
+        let bytes = npy_f32(&values[..6], 2, 3);
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let e = read_npy_f32(&path).unwrap_err().to_string();
+        assert!(e.contains("e.npy") && e.contains("fewer present"), "{e}");
+        std::fs::write(&path, b"hello").unwrap();
+        assert!(
+            read_npy_f32(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("e.npy")
+        );
+    }
+}
