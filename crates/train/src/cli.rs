@@ -75,10 +75,10 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE|all|N", default_value = "6000")]
     pub pairs: String,
     /// Column of a CSV --data that marks re-identification queries (1/0, true/false).
-    #[arg(long, value_name = "NAME", default_value = "is_query")]
+    #[arg(long, value_name = "NAME", default_value = crate::eval::command::DEFAULT_QUERY_COLUMN)]
     pub query_column: String,
     /// Column of a CSV --data that marks the re-identification gallery.
-    #[arg(long, value_name = "NAME", default_value = "is_gallery")]
+    #[arg(long, value_name = "NAME", default_value = crate::eval::command::DEFAULT_GALLERY_COLUMN)]
     pub gallery_column: String,
     /// Column of a CSV --data with a group per image, e.g. a camera id: re-identification
     /// leaves out a query's same-identity gallery images of its own group (Market-1501).
@@ -136,7 +136,8 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "PATH")]
     pub data: PathBuf,
     /// Output folder: embeddings.npy (float32 [N, dim]), labels.csv (path,label, same order),
-    /// vectors.tsv and metadata.tsv (TensorBoard Embedding Projector).
+    /// vectors.tsv and metadata.tsv (TensorBoard Embedding Projector), embed.json (the model
+    /// that made them, which `triplet search --gallery DIR` checks).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Device: flex (default, alias cpu), ndarray, wgpu, cuda; gpu = cuda if built, else wgpu.

@@ -7,11 +7,13 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
+use triplet_loss::Distance;
 
 use super::embed::Embedded;
+use super::knn::exact_distance;
 use super::pairs::{PairList, parse_flag};
 use super::plot::{Hit, ShownQuery, Thumb};
-use super::verification::{all_pairs, pair_distance, sample_pairs};
+use super::verification::{all_pairs, sample_pairs};
 use crate::data::listing::read_columns;
 use crate::data::rng::SplitMix64;
 use crate::data::source::ImageSet;
@@ -172,18 +174,18 @@ pub struct ScoredPairs {
     pub skipped: usize,
 }
 
-/// Distances of pairs `(i, j, same)` of rows of `embedded`.
+/// Distances of pairs `(i, j, same)` of the rows of `embeddings` (`dim` values each).
 pub fn score_pairs(
     embeddings: &[f32],
     dim: usize,
     pairs: &[(usize, usize, bool)],
-    cosine: bool,
+    distance: Distance,
 ) -> ScoredPairs {
     let row = |i: usize| &embeddings[i * dim..(i + 1) * dim];
     ScoredPairs {
         distances: pairs
             .iter()
-            .map(|&(a, b, _)| pair_distance(row(a), row(b), cosine))
+            .map(|&(a, b, _)| exact_distance(row(a), row(b), distance))
             .collect(),
         same: pairs.iter().map(|p| p.2).collect(),
         skipped: 0,
@@ -205,7 +207,7 @@ pub fn pairs_from_labels(
 
 /// The pairs of a pairs file over its embedded images: pairs with an unreadable image are
 /// skipped and counted.
-pub fn pairs_of_file(list: &PairList, embedded: &Embedded, cosine: bool) -> ScoredPairs {
+pub fn pairs_of_file(list: &PairList, embedded: &Embedded, distance: Distance) -> ScoredPairs {
     let mut row_of = vec![None; list.images.len()];
     for (row, &i) in embedded.indices.iter().enumerate() {
         row_of[i] = Some(row);
@@ -218,7 +220,7 @@ pub fn pairs_of_file(list: &PairList, embedded: &Embedded, cosine: bool) -> Scor
             _ => skipped += 1,
         }
     }
-    let mut scored = score_pairs(&embedded.embeddings, embedded.dim, &kept, cosine);
+    let mut scored = score_pairs(&embedded.embeddings, embedded.dim, &kept, distance);
     scored.skipped = skipped;
     scored
 }
@@ -283,7 +285,7 @@ pub fn thumb(set: &ImageSet, i: usize, channels: usize) -> Thumb {
     }
 }
 
-/// One shown query and its hits (reference set index, relevant, distance, label).
+/// One row of `retrievals.png`: the query and its hits (image, relevant, distance, label).
 pub fn shown_row(
     query: Thumb,
     label: String,

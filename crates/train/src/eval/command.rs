@@ -158,6 +158,11 @@ pub struct EvalOptions {
     pub seed: u64,
 }
 
+/// The query column's default name (open-metric-learning's).
+pub const DEFAULT_QUERY_COLUMN: &str = "is_query";
+/// The gallery column's default name (open-metric-learning's).
+pub const DEFAULT_GALLERY_COLUMN: &str = "is_gallery";
+
 /// What `triplet eval` measured.
 #[derive(Debug, Clone)]
 pub struct EvalReport {
@@ -172,14 +177,17 @@ pub struct EvalReport {
 }
 
 /// The metric groups to run: those asked for, else the defaults (retrieval, clustering,
-/// verification, and reid when the data is a CSV list with the two columns, or a group column
-/// is named).
+/// verification, and reid when the data is a CSV list with the two columns, or a column is
+/// named).
 fn groups(o: &EvalOptions) -> Vec<Group> {
     let mut groups = match &o.metrics {
         Some(list) => list.clone(),
         None => {
             let mut g = vec![Group::Retrieval, Group::Clustering, Group::Verification];
+            // Naming a column asks for re-identification.
             if o.group_column.is_some()
+                || o.query_column != DEFAULT_QUERY_COLUMN
+                || o.gallery_column != DEFAULT_GALLERY_COLUMN
                 || has_columns(&o.data, &[&o.query_column, &o.gallery_column])
             {
                 g.push(Group::Reid);
@@ -268,7 +276,6 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
     let q_labels = label_ids(&query_set, &q.labels);
     let r_labels = refs.as_ref().map(|(set, e)| label_ids(set, &e.labels));
     let distance = trained.config.loss().distance;
-    let cosine = matches!(distance, Distance::Cosine);
     let distance_name = toml_name(&trained.config.loss.distance);
     let reference_rows = refs
         .as_ref()
@@ -297,11 +304,11 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
                     list.images.len()
                 ));
                 let (_, e) = embed_set(&trained, set)?;
-                pairs_of_file(list, &e, cosine)
+                pairs_of_file(list, &e, distance)
             }
             None => {
                 let pairs = pairs_from_labels(&q_labels, &o.pairs, o.seed)?;
-                score_pairs(&q.embeddings, q.dim, &pairs, cosine)
+                score_pairs(&q.embeddings, q.dim, &pairs, distance)
             }
         };
         skipped_pairs = scored.skipped;
@@ -659,7 +666,11 @@ pub struct EmbedCommand {
     pub classes: Option<Vec<String>>,
 }
 
-/// Runs `triplet embed`: `embeddings.npy`, `labels.csv`, `vectors.tsv`, `metadata.tsv`.
+/// The file of an `embed` folder naming the model that made it.
+pub const EMBED_INFO: &str = "embed.json";
+
+/// Runs `triplet embed`: `embeddings.npy`, `labels.csv`, `vectors.tsv`, `metadata.tsv`, and
+/// `embed.json` (the checkpoint, dimension and distance).
 pub fn embed_command(o: &EmbedCommand) -> Result<usize> {
     let device = o.backend.device().map_err(anyhow::Error::msg)?;
     let trained = load(&o.checkpoint, &device, || native_shape(&o.data))?;
@@ -677,8 +688,18 @@ pub fn embed_command(o: &EmbedCommand) -> Result<usize> {
         })
         .collect();
     write_all(&o.out, &e.embeddings, e.dim, &rows)?;
+    // Which model made them, for `triplet search --gallery` to check.
+    let about = json!({
+        "checkpoint": trained.weights.display().to_string(),
+        "dim": e.dim,
+        "distance": trained.config.loss.distance,
+        "images": rows.len(),
+    });
+    let text = serde_json::to_string_pretty(&about).expect("JSON values serialise");
+    write_atomic(&o.out.join(EMBED_INFO), format!("{text}\n").as_bytes())?;
     say(&format!(
-        "wrote {} embeddings ({}-d) to {}: embeddings.npy, labels.csv, vectors.tsv, metadata.tsv",
+        "wrote {} embeddings ({}-d) to {}: embeddings.npy, labels.csv, vectors.tsv, metadata.tsv, \
+         embed.json",
         rows.len(),
         e.dim,
         o.out.display()

@@ -284,8 +284,9 @@ where
     )
 }
 
-/// The `k` nearest references of every query as `(reference index, distance)`, nearest first
-/// (the distance itself: Euclidean or cosine).
+/// The `k` nearest references of every query as `(reference index, distance)`, nearest first.
+/// The distances (Euclidean or cosine) are recomputed from the two vectors in f64, so an
+/// identical image is at distance 0 (the search's `‖q‖² + ‖r‖² − 2 q·r` in f32 is not exact).
 pub fn nearest(
     queries: &[f32],
     references: &[f32],
@@ -302,12 +303,38 @@ pub fn nearest(
         device,
         |row, scratch| {
             row.nearest_into(k, scratch);
+            let dim = dim.max(1);
+            let q = &queries[row.query * dim..(row.query + 1) * dim];
             scratch
                 .iter()
-                .map(|&(_, j)| (j as usize, row.distance(j as usize)))
+                .map(|&(_, j)| {
+                    let j = j as usize;
+                    let r = &references[j * dim..(j + 1) * dim];
+                    (j, exact_distance(q, r, distance) as f32)
+                })
                 .collect()
         },
     )
+}
+
+/// The distance of two vectors in f64: Euclidean, or cosine (1 − cosine similarity).
+pub fn exact_distance(a: &[f32], b: &[f32], distance: Distance) -> f64 {
+    if matches!(distance, Distance::Cosine) {
+        let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+        for (&x, &y) in a.iter().zip(b) {
+            let (x, y) = (f64::from(x), f64::from(y));
+            ab += x * y;
+            aa += x * x;
+            bb += y * y;
+        }
+        1.0 - ab / (aa.sqrt().max(1e-12) * bb.sqrt().max(1e-12))
+    } else {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::command::{Part, embed_set, open_part};
+use super::command::{EMBED_INFO, Part, embed_set, open_part};
 use super::knn::nearest;
 use crate::console::say;
 use crate::data::listing::{IMAGE_EXTENSIONS, images_in, is_image};
@@ -170,6 +170,32 @@ fn read_embed_dir(dir: &Path) -> Result<Gallery> {
     })
 }
 
+/// Warns when an `embed` folder names another model than the one searching.
+fn warn_other_model(dir: &Path, trained: &Trained) {
+    let Ok(text) = std::fs::read_to_string(dir.join(EMBED_INFO)) else {
+        return;
+    };
+    let Some(made_by) = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["checkpoint"].as_str().map(PathBuf::from))
+    else {
+        return;
+    };
+    let same = match (made_by.canonicalize(), trained.weights.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => made_by == trained.weights,
+    };
+    if !same {
+        say(&format!(
+            "warning: the gallery {} was embedded with {}, not with {}: distances between the \
+             two models' embeddings mean nothing",
+            dir.display(),
+            made_by.display(),
+            trained.weights.display()
+        ));
+    }
+}
+
 /// The query images: files as given (each must be an image), folders' images in path order.
 fn query_images(paths: &[PathBuf], channels: usize) -> Result<ImageSet> {
     let mut files = Vec::new();
@@ -294,6 +320,7 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
     ));
     let gallery = if is_embed_dir(&o.gallery) {
         let g = read_embed_dir(&o.gallery)?;
+        warn_other_model(&o.gallery, &trained);
         say(&format!(
             "gallery: {} embeddings ({}-d) from {}",
             g.paths.len(),

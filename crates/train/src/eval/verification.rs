@@ -368,26 +368,6 @@ pub fn all_pairs(labels: &[usize]) -> Result<Vec<(usize, usize, bool)>, String> 
     Ok(out)
 }
 
-/// The distance of two embeddings in f64: Euclidean, or cosine (1 − cosine similarity).
-pub fn pair_distance(a: &[f32], b: &[f32], cosine: bool) -> f64 {
-    if cosine {
-        let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-        for (&x, &y) in a.iter().zip(b) {
-            let (x, y) = (f64::from(x), f64::from(y));
-            ab += x * y;
-            aa += x * x;
-            bb += y * y;
-        }
-        1.0 - ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
-    } else {
-        a.iter()
-            .zip(b)
-            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
