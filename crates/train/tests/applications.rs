@@ -83,8 +83,15 @@ fn trained() -> &'static Path {
     })
 }
 
-/// `triplet embed` of `data` into a fresh folder: the embeddings by path, and the labels.
-fn embedded(data: &Path) -> (HashMap<PathBuf, Vec<f32>>, Vec<(PathBuf, String)>, usize) {
+/// What `triplet embed` wrote: each image's embedding by path, the rows' paths and labels.
+struct Embedding {
+    by_path: HashMap<PathBuf, Vec<f32>>,
+    labels: Vec<(PathBuf, String)>,
+    dim: usize,
+}
+
+/// `triplet embed` of `data` into a fresh folder.
+fn embedded(data: &Path) -> Embedding {
     let out = tempfile::tempdir().unwrap().keep();
     ok(&[
         "embed",
@@ -110,7 +117,11 @@ fn embedded(data: &Path) -> (HashMap<PathBuf, Vec<f32>>, Vec<(PathBuf, String)>,
         .enumerate()
         .map(|(i, (p, _))| (p.clone(), values[i * dim..(i + 1) * dim].to_vec()))
         .collect();
-    (by_path, labels, dim)
+    Embedding {
+        by_path,
+        labels,
+        dim,
+    }
 }
 
 fn close(what: &str, a: f64, b: f64) {
@@ -162,7 +173,11 @@ fn eval_scores_clustering_verification_and_reid_like_the_library() {
     );
 
     // The library on `triplet embed`'s embeddings of the same images.
-    let (by_path, labels, dim) = embedded(&f.join("reid.csv"));
+    let Embedding {
+        by_path,
+        labels,
+        dim,
+    } = embedded(&f.join("reid.csv"));
     let classes: Vec<&String> = {
         let mut c: Vec<&String> = labels.iter().map(|l| &l.1).collect();
         c.sort();
