@@ -71,7 +71,17 @@ pub struct Row<'a> {
     euclidean: bool,
 }
 
-impl Row<'_> {
+impl<'a> Row<'a> {
+    /// A row of keys as [`for_each_row`] makes them (for tests and other searches).
+    pub fn new(query: usize, keys: &'a [f32], own: Option<usize>, distance: Distance) -> Self {
+        Self {
+            query,
+            keys,
+            own,
+            euclidean: !matches!(distance, Distance::Cosine),
+        }
+    }
+
     /// The distance of reference `j` (Euclidean or cosine, as searched).
     pub fn distance(&self, j: usize) -> f32 {
         let key = self.keys[j];
@@ -230,12 +240,14 @@ where
             .par_chunks_mut(nr)
             .enumerate()
             .map_init(Vec::new, |scratch, (row, keys)| {
-                for (j, key) in keys.iter_mut().enumerate() {
-                    *key = if cosine {
-                        1.0 - *key
-                    } else {
-                        (q_sq[row] + ref_sq[j] - 2.0 * *key).max(0.0)
-                    };
+                // Zipped (no bounds checks), so the loops vectorise.
+                if cosine {
+                    keys.iter_mut().for_each(|key| *key = 1.0 - *key);
+                } else {
+                    let q = q_sq[row];
+                    for (key, &r) in keys.iter_mut().zip(&ref_sq) {
+                        *key = (q + r - 2.0 * *key).max(0.0);
+                    }
                 }
                 let query = start + row;
                 let row = Row {

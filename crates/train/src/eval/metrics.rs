@@ -104,44 +104,153 @@ pub struct Ranks {
     pub average_precision: f64,
 }
 
-/// The [`Ranks`] of one query's row, where `class(j)` says whether reference `j` is relevant
-/// (`Some(true)`), irrelevant (`Some(false)`) or left out of the ranking (`None`); the query's
-/// own row entry ([`Row::own`]) is left out too. `None` when nothing is relevant.
+/// The [`Ranks`] of one query's row: `relevant` lists the relevant references, `left_out` those
+/// left out of the ranking (both distinct, disjoint, and without the query's own entry
+/// [`Row::own`], which is left out too); every other reference is irrelevant. `None` when
+/// nothing is relevant.
 ///
-/// Exact, without sorting the row: the relevant items are sorted by (key, index), and each
-/// irrelevant item counts, by binary search, before which of them it ranks. `O(n log R)`.
-pub fn ranks(row: &Row<'_>, class: impl Fn(usize) -> Option<bool>) -> Option<Ranks> {
-    let own = row.own.unwrap_or(usize::MAX);
-    let mut relevant: Vec<(f32, u32)> = Vec::new();
-    for j in 0..row.keys.len() {
-        if j != own && class(j) == Some(true) {
-            relevant.push((row.keys[j], j as u32));
+/// Exact, and `O(n)` on average without sorting the row: a bucket sort over the range of the
+/// relevant items' keys. Items before that range are only counted, items after it do not move
+/// any relevant item's rank, and only the buckets holding a relevant item are sorted (by key,
+/// then index, so equal keys rank by index as everywhere else).
+pub fn ranks(row: &Row<'_>, relevant: &[u32], left_out: &[u32]) -> Option<Ranks> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<RankScratch> =
+            std::cell::RefCell::new(RankScratch::default());
+    }
+    SCRATCH.with(|s| ranks_with(row, relevant, left_out, &mut s.borrow_mut()))
+}
+
+/// Buffers of [`ranks`], reused across the rows of a thread.
+#[derive(Default)]
+struct RankScratch {
+    /// Per item: its bucket, [`BELOW`] or [`NOWHERE`].
+    bucket: Vec<u32>,
+    /// Per item: whether it is relevant (reset after each row).
+    relevant: Vec<bool>,
+    count: Vec<u32>,
+    relevant_in: Vec<u32>,
+    start: Vec<u32>,
+    items: Vec<u32>,
+}
+
+/// Not in any bucket: left out, or after the last relevant key.
+const NOWHERE: u32 = u32::MAX;
+/// Before the first relevant key.
+const BELOW: u32 = u32::MAX - 1;
+
+fn ranks_with(
+    row: &Row<'_>,
+    relevant: &[u32],
+    left_out: &[u32],
+    s: &mut RankScratch,
+) -> Option<Ranks> {
+    let keys = row.keys;
+    let n = keys.len();
+    let own = row.own.map(|o| o as u32);
+    if s.relevant.len() < n {
+        s.relevant.resize(n, false);
+    }
+    let (mut lo, mut hi, mut r) = (f32::INFINITY, f32::NEG_INFINITY, 0usize);
+    for &j in relevant {
+        if Some(j) != own {
+            s.relevant[j as usize] = true;
+            let key = keys[j as usize];
+            lo = lo.min(key);
+            hi = hi.max(key);
+            r += 1;
         }
     }
-    if relevant.is_empty() {
+    if r == 0 {
         return None;
     }
-    relevant.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    // before[i]: irrelevant items ranked between relevant item i - 1 and relevant item i.
-    let mut before = vec![0usize; relevant.len() + 1];
-    for (j, &key) in row.keys.iter().enumerate() {
-        if j == own || class(j) != Some(false) {
+    // About 8 items per bucket, and at least 4 buckets per relevant item.
+    let buckets = (4 * r).max(n / 8).clamp(1, n.max(1));
+    let scale = if hi > lo {
+        (buckets as f64 / (f64::from(hi) - f64::from(lo))) as f32
+    } else {
+        0.0
+    };
+    let last = (buckets - 1) as u32;
+    s.count.clear();
+    s.count.resize(buckets, 0);
+    s.relevant_in.clear();
+    s.relevant_in.resize(buckets, 0);
+    s.bucket.clear();
+    s.bucket.resize(n, NOWHERE);
+    let mut below = 0usize;
+    for (b, &key) in s.bucket.iter_mut().zip(keys) {
+        if key < lo {
+            *b = BELOW;
+            below += 1;
+        } else if key <= hi {
+            // Monotone in the key, so equal keys share a bucket.
+            let at = (((key - lo) * scale) as u32).min(last);
+            *b = at;
+            s.count[at as usize] += 1;
+        }
+    }
+    for &j in left_out.iter().chain(own.as_ref()) {
+        let b = &mut s.bucket[j as usize];
+        match *b {
+            NOWHERE => {}
+            BELOW => below -= 1,
+            at => s.count[at as usize] -= 1,
+        }
+        *b = NOWHERE;
+    }
+    for &j in relevant {
+        if Some(j) != own {
+            s.relevant_in[s.bucket[j as usize] as usize] += 1;
+        }
+    }
+    // The items of the buckets with a relevant item, grouped by bucket.
+    s.start.clear();
+    s.start.resize(buckets + 1, 0);
+    for b in 0..buckets {
+        let len = if s.relevant_in[b] > 0 { s.count[b] } else { 0 };
+        s.start[b + 1] = s.start[b] + len;
+    }
+    s.items.clear();
+    s.items.resize(s.start[buckets] as usize, 0);
+    let mut fill: Vec<u32> = s.start[..buckets].to_vec();
+    for (j, &b) in s.bucket.iter().enumerate() {
+        if b < BELOW && s.relevant_in[b as usize] > 0 {
+            let at = &mut fill[b as usize];
+            s.items[*at as usize] = j as u32;
+            *at += 1;
+        }
+    }
+    let (mut position, mut seen, mut first, mut sum) = (below, 0usize, None, 0.0f64);
+    for b in 0..buckets {
+        if s.relevant_in[b] == 0 {
+            position += s.count[b] as usize;
             continue;
         }
-        let at = relevant
-            .partition_point(|&(k, i)| k.total_cmp(&key).then((i as usize).cmp(&j)).is_lt());
-        before[at] += 1;
+        let bucket = &mut s.items[s.start[b] as usize..s.start[b + 1] as usize];
+        if bucket.len() > 1 {
+            bucket.sort_unstable_by(|&x, &y| {
+                keys[x as usize]
+                    .total_cmp(&keys[y as usize])
+                    .then(x.cmp(&y))
+            });
+        }
+        for &j in bucket.iter() {
+            if s.relevant[j as usize] {
+                first.get_or_insert(position);
+                seen += 1;
+                sum += seen as f64 / (position + 1) as f64;
+            }
+            position += 1;
+        }
     }
-    let mut irrelevant = 0usize;
-    let mut sum = 0.0f64;
-    for (i, &b) in before[..relevant.len()].iter().enumerate() {
-        irrelevant += b;
-        sum += (i + 1) as f64 / (i + 1 + irrelevant) as f64;
+    for &j in relevant {
+        s.relevant[j as usize] = false;
     }
     Some(Ranks {
-        relevant: relevant.len(),
-        first: before[0],
-        average_precision: sum / relevant.len() as f64,
+        relevant: r,
+        first: first.expect("r > 0 relevant items were placed"),
+        average_precision: sum / r as f64,
     })
 }
 
@@ -213,8 +322,10 @@ pub fn retrieval_per_query(
         });
     }
     let mut class_size = HashMap::<usize, usize>::new();
-    for &l in ref_labels {
+    let mut members = HashMap::<usize, Vec<u32>>::new();
+    for (j, &l) in ref_labels.iter().enumerate() {
         *class_size.entry(l).or_default() += 1;
+        members.entry(l).or_default().push(j as u32);
     }
     let relevant_count = |q: usize| {
         let n = class_size.get(&query_labels[q]).copied().unwrap_or(0);
@@ -243,7 +354,7 @@ pub fn retrieval_per_query(
                         .map(|&(_, j)| ref_labels[j as usize] == label),
                     r,
                 );
-                let all = ranks(row, |j| Some(ref_labels[j] == label))
+                let all = ranks(row, &members[&label], &[])
                     .expect("the query has r > 0 relevant references");
                 s.full_map = all.average_precision;
                 s.mrr = 1.0 / (all.first + 1) as f64;
@@ -407,5 +518,65 @@ mod tests {
             1.0
         );
         assert!(leave_one_out(&x, 2, &labels, Distance::Euclidean).precision_at_1 < 1.0);
+    }
+
+    /// `ranks` (buckets, no sort of the row) against a full sort by (key, index), on keys with
+    /// heavy ties, excluded entries and the query's own entry.
+    #[test]
+    fn ranks_match_a_full_sort() {
+        let mut state = 11u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        for case in 0..200 {
+            let n = 1 + next(400) as usize;
+            let levels = 1 + next(if case % 2 == 0 { 5 } else { 1000 });
+            let keys: Vec<f32> = (0..n).map(|_| next(levels) as f32 * 0.25).collect();
+            let class: Vec<Option<bool>> = (0..n)
+                .map(|_| match next(10) {
+                    0 => None,
+                    1..=3 => Some(true),
+                    _ => Some(false),
+                })
+                .collect();
+            let own = (case % 3 == 0).then(|| next(n as u64) as usize);
+            let row = Row::new(0, &keys, own, Distance::Euclidean);
+            let listed = |c: Option<bool>| -> Vec<u32> {
+                (0..n as u32)
+                    .filter(|&j| Some(j as usize) != own && class[j as usize] == c)
+                    .collect()
+            };
+            let got = ranks(&row, &listed(Some(true)), &listed(None));
+            let mut order: Vec<usize> = (0..n)
+                .filter(|&j| Some(j) != own && class[j].is_some())
+                .collect();
+            order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]).then(a.cmp(&b)));
+            let hits: Vec<usize> = order
+                .iter()
+                .enumerate()
+                .filter(|&(_, &j)| class[j] == Some(true))
+                .map(|(rank, _)| rank)
+                .collect();
+            if hits.is_empty() {
+                assert_eq!(got, None, "case {case}");
+                continue;
+            }
+            let ap = hits
+                .iter()
+                .enumerate()
+                .map(|(i, &rank)| (i + 1) as f64 / (rank + 1) as f64)
+                .sum::<f64>()
+                / hits.len() as f64;
+            let got = got.expect("relevant items exist");
+            assert_eq!(
+                (got.relevant, got.first),
+                (hits.len(), hits[0]),
+                "case {case}"
+            );
+            assert!((got.average_precision - ap).abs() < 1e-12, "case {case}");
+        }
     }
 }

@@ -89,18 +89,24 @@ pub fn reid(
     };
     let (queries, q_rows) = pick(split.is_query);
     let (gallery, g_rows) = pick(split.is_gallery);
+    // Gallery positions of each identity.
+    let mut by_label = std::collections::HashMap::<usize, Vec<u32>>::new();
+    for (j, &g) in gallery.iter().enumerate() {
+        by_label.entry(labels[g]).or_default().push(j as u32);
+    }
     let per_query = for_each_row(&q_rows, Some(&g_rows), dim, distance, device, |row, _| {
         let q = queries[row.query];
-        ranks(row, |j| {
-            let g = gallery[j];
-            let same = labels[g] == labels[q];
-            let same_group = split.groups.is_some_and(|gr| gr[g] == gr[q]);
-            if g == q || (same && same_group) {
-                None
+        // Same identity: relevant, unless it is the query itself or in the query's group.
+        let (mut relevant, mut left_out) = (Vec::new(), Vec::new());
+        for &j in by_label.get(&labels[q]).map_or(&[][..], Vec::as_slice) {
+            let g = gallery[j as usize];
+            if g == q || split.groups.is_some_and(|gr| gr[g] == gr[q]) {
+                left_out.push(j);
             } else {
-                Some(same)
+                relevant.push(j);
             }
-        })
+        }
+        ranks(row, &relevant, &left_out)
     })?;
     let counted: Vec<_> = per_query.into_iter().flatten().collect();
     let c = counted.len();

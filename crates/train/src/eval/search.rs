@@ -358,6 +358,7 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
             "threshold: {distance_name} distance ≤ {t:.4} is a match ({from})"
         ));
     }
+    let started = std::time::Instant::now();
     let found = nearest(
         &q.embeddings,
         &gallery.embeddings,
@@ -366,6 +367,12 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
         distance,
         &device,
     )?;
+    say(&format!(
+        "searched {} queries against {} gallery embeddings in {:.3} s",
+        q.indices.len(),
+        gallery.paths.len(),
+        started.elapsed().as_secs_f64()
+    ));
     let results: Vec<QueryResult> = found
         .into_iter()
         .zip(&q.indices)
