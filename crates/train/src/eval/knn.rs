@@ -139,6 +139,56 @@ impl<'a> Row<'a> {
     }
 }
 
+/// Checks the inputs' shapes and values; returns the numbers of queries and references.
+fn check(
+    queries: &[f32],
+    references: Option<&[f32]>,
+    dim: usize,
+) -> Result<(usize, usize), KnnError> {
+    let rows = |what, data: &[f32]| {
+        if data.len().is_multiple_of(dim) {
+            Ok(data.len() / dim)
+        } else {
+            Err(KnnError::Shape {
+                what,
+                len: data.len(),
+                dim,
+            })
+        }
+    };
+    let nq = rows("queries", queries)?;
+    let references = references.unwrap_or(queries);
+    let nr = rows("references", references)?;
+    if u32::try_from(nr).is_err() {
+        return Err(KnnError::TooMany(nr));
+    }
+    for (what, data) in [("queries", queries), ("references", references)] {
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(KnnError::NotFinite { what, row: i / dim });
+        }
+    }
+    Ok((nq, nr))
+}
+
+/// Rows on the device, L2-normalised for the cosine distance.
+fn prepare(data: &[f32], n: usize, dim: usize, cosine: bool, device: &Device) -> Tensor<2> {
+    let x = Tensor::<2>::from_data(TensorData::new(data.to_vec(), [n, dim]), device);
+    if cosine {
+        let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+        x / norm
+    } else {
+        x
+    }
+}
+
+/// Squared norms of the `dim`-value rows, summed in f32 on the host (no device temporaries of
+/// the data's size; the same values whichever device searches).
+fn sq_norms(data: &[f32], dim: usize) -> Vec<f32> {
+    data.par_chunks(dim)
+        .map(|row| row.iter().map(|v| v * v).sum())
+        .collect()
+}
+
 /// Calls `visit(row, scratch)` for every query with its [`Row`] of keys against every
 /// reference; returns the results in query order. `scratch` is a buffer reused across the rows
 /// of one thread (for [`Row::nearest_into`]).
@@ -157,29 +207,9 @@ where
     F: Fn(&Row<'_>, &mut Vec<(f32, u32)>) -> T + Sync,
 {
     let dim = dim.max(1);
-    let rows = |what, data: &[f32]| {
-        if data.len().is_multiple_of(dim) {
-            Ok(data.len() / dim)
-        } else {
-            Err(KnnError::Shape {
-                what,
-                len: data.len(),
-                dim,
-            })
-        }
-    };
-    let nq = rows("queries", queries)?;
+    let (nq, nr) = check(queries, references, dim)?;
     let leave_one_out = references.is_none();
     let references = references.unwrap_or(queries);
-    let nr = rows("references", references)?;
-    if u32::try_from(nr).is_err() {
-        return Err(KnnError::TooMany(nr));
-    }
-    for (what, data) in [("queries", queries), ("references", references)] {
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(KnnError::NotFinite { what, row: i / dim });
-        }
-    }
     let cosine = matches!(distance, Distance::Cosine);
     let mut out = Vec::with_capacity(nq);
     if nq == 0 || nr == 0 {
@@ -195,39 +225,29 @@ where
         }));
         return Ok(out);
     }
-    let prepare = |data: &[f32], n: usize| {
-        let x = Tensor::<2>::from_data(TensorData::new(data.to_vec(), [n, dim]), device);
-        if cosine {
-            let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-            x / norm
-        } else {
-            x
-        }
-    };
-    let refs = prepare(references, nr);
+    let refs = prepare(references, nr, dim, cosine, device);
     // Squared norms for the Euclidean expansion, computed once for the references.
-    let sq_norms = |x: Tensor<2>| -> Result<Vec<f32>, KnnError> {
-        x.powi_scalar(2)
-            .sum_dim(1)
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| KnnError::Device(format!("{e:?}")))
-    };
     let ref_sq = if cosine {
         Vec::new()
     } else {
-        sq_norms(refs.clone())?
+        sq_norms(references, dim)
     };
     let refs_t = refs.transpose();
     // The block's query rows count too when the dimension exceeds the references.
     let block = (BLOCK_ELEMENTS / nr.max(dim)).clamp(1, nq);
     for start in (0..nq).step_by(block) {
         let b = block.min(nq - start);
-        let q = prepare(&queries[start * dim..(start + b) * dim], b);
+        let q = prepare(
+            &queries[start * dim..(start + b) * dim],
+            b,
+            dim,
+            cosine,
+            device,
+        );
         let q_sq = if cosine {
             Vec::new()
         } else {
-            sq_norms(q.clone())?
+            sq_norms(&queries[start * dim..(start + b) * dim], dim)
         };
         // The device does the matrix product; the host turns each row of dot products into
         // keys in place and visits it, so the block is read once.
@@ -296,9 +316,17 @@ where
     )
 }
 
-/// The `k` nearest references of every query as `(reference index, distance)`, nearest first.
-/// The distances (Euclidean or cosine) are recomputed from the two vectors in f64, so an
-/// identical image is at distance 0 (the search's `‖q‖² + ‖r‖² − 2 q·r` in f32 is not exact).
+/// Query rows per block of [`nearest`]: the references are read once per block.
+pub const NEAREST_QUERY_BLOCK: usize = 256;
+
+/// The `k` nearest references of every query as `(reference index, distance)`, nearest first
+/// (ties by index), for a search with small `k` and possibly many references (a gallery).
+///
+/// Blocks of up to [`NEAREST_QUERY_BLOCK`] queries go against chunks of the references (at most
+/// [`BLOCK_ELEMENTS`] dot products at a time), keeping each query's best `k` across chunks, so
+/// the references are read once per block of queries rather than once per few rows. The
+/// distances (Euclidean or cosine) are recomputed from the two vectors in f64, so an identical
+/// image is at distance 0 (the ranking's `‖q‖² + ‖r‖² − 2 q·r` in f32 is not exact).
 pub fn nearest(
     queries: &[f32],
     references: &[f32],
@@ -307,26 +335,81 @@ pub fn nearest(
     distance: Distance,
     device: &Device,
 ) -> Result<Vec<Vec<(usize, f32)>>, KnnError> {
-    for_each_row(
-        queries,
-        Some(references),
-        dim,
-        distance,
-        device,
-        |row, scratch| {
-            row.nearest_into(k, scratch);
-            let dim = dim.max(1);
-            let q = &queries[row.query * dim..(row.query + 1) * dim];
-            scratch
-                .iter()
+    let dim = dim.max(1);
+    let (nq, nr) = check(queries, Some(references), dim)?;
+    let k = k.min(nr);
+    if nq == 0 || nr == 0 || k == 0 {
+        return Ok(vec![Vec::new(); nq]);
+    }
+    let cosine = matches!(distance, Distance::Cosine);
+    let refs = prepare(references, nr, dim, cosine, device);
+    let ref_sq = if cosine {
+        Vec::new()
+    } else {
+        sq_norms(references, dim)
+    };
+    let qb = NEAREST_QUERY_BLOCK.min(nq);
+    let chunk = (BLOCK_ELEMENTS / qb).clamp(1, nr);
+    let order = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    let mut out = Vec::with_capacity(nq);
+    for start in (0..nq).step_by(qb) {
+        let b = qb.min(nq - start);
+        let q = prepare(
+            &queries[start * dim..(start + b) * dim],
+            b,
+            dim,
+            cosine,
+            device,
+        );
+        let q_sq = if cosine {
+            Vec::new()
+        } else {
+            sq_norms(&queries[start * dim..(start + b) * dim], dim)
+        };
+        let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(2 * k + 1); b];
+        for c0 in (0..nr).step_by(chunk) {
+            let c1 = (c0 + chunk).min(nr);
+            let dots: Vec<f32> = q
+                .clone()
+                .matmul(refs.clone().slice([c0..c1, 0..dim]).transpose())
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .map_err(|e| KnnError::Device(format!("{e:?}")))?;
+            let width = c1 - c0;
+            best.par_iter_mut()
+                .zip(dots.par_chunks(width))
+                .enumerate()
+                .for_each(|(row, (kept, dots))| {
+                    for (j, &dot) in dots.iter().enumerate() {
+                        let key = if cosine {
+                            1.0 - dot
+                        } else {
+                            (q_sq[row] + ref_sq[c0 + j] - 2.0 * dot).max(0.0)
+                        };
+                        // References come in index order: an equal key never displaces an
+                        // earlier index once the list is full.
+                        if kept.len() >= k && kept[k - 1].0.total_cmp(&key).is_le() {
+                            continue;
+                        }
+                        let at = kept.partition_point(|c| c.0.total_cmp(&key).is_le());
+                        kept.insert(at, (key, (c0 + j) as u32));
+                        kept.truncate(k);
+                    }
+                });
+        }
+        out.extend(best.into_iter().enumerate().map(|(row, mut kept)| {
+            kept.sort_unstable_by(order);
+            let qv = &queries[(start + row) * dim..(start + row + 1) * dim];
+            kept.iter()
                 .map(|&(_, j)| {
                     let j = j as usize;
                     let r = &references[j * dim..(j + 1) * dim];
-                    (j, exact_distance(q, r, distance) as f32)
+                    (j, exact_distance(qv, r, distance) as f32)
                 })
-                .collect()
-        },
-    )
+                .collect::<Vec<_>>()
+        }));
+    }
+    Ok(out)
 }
 
 /// The distance of two vectors in f64: Euclidean, or cosine (1 − cosine similarity).
@@ -480,5 +563,44 @@ mod tests {
             |_, _| (),
         );
         assert!(matches!(e, Err(KnnError::Shape { len: 3, dim: 2, .. })));
+    }
+
+    /// `nearest` (query blocks against reference chunks) ranks exactly as the row search, ties
+    /// included, across several chunks, and reports exact distances.
+    #[test]
+    fn nearest_over_chunks_matches_the_row_search() {
+        let (nq, nr, dim) = (300, 20_000, 2);
+        assert!(BLOCK_ELEMENTS / NEAREST_QUERY_BLOCK < nr, "several chunks");
+        // An integer grid: many exact ties.
+        let grid = |i: usize| [(i * 7 % 13) as f32, (i * 5 % 11) as f32];
+        let refs: Vec<f32> = (0..nr).flat_map(grid).collect();
+        let queries: Vec<f32> = (0..nq).flat_map(|i| grid(i * 3 + 1)).collect();
+        for distance in [Distance::Euclidean, Distance::Cosine] {
+            let want = ranked(&queries, Some(&refs), dim, 12, distance);
+            let got = nearest(&queries, &refs, dim, 12, distance, &crate::device::host()).unwrap();
+            for (q, (w, g)) in want.iter().zip(&got).enumerate() {
+                let g_idx: Vec<u32> = g.iter().map(|h| h.0 as u32).collect();
+                assert_eq!(&g_idx, w, "query {q}, {distance:?}");
+                for &(j, d) in g {
+                    let exact = exact_distance(
+                        &queries[q * dim..(q + 1) * dim],
+                        &refs[j * dim..(j + 1) * dim],
+                        distance,
+                    );
+                    assert_eq!(d, exact as f32);
+                }
+            }
+        }
+        // k beyond the references: all of them.
+        let all = nearest(
+            &[0.0, 0.0],
+            &refs[..6],
+            dim,
+            99,
+            Distance::Euclidean,
+            &crate::device::host(),
+        )
+        .unwrap();
+        assert_eq!(all[0].len(), 3);
     }
 }
