@@ -84,11 +84,11 @@ pub struct EvalArgs {
     /// leaves out a query's same-identity gallery images of its own group (Market-1501).
     #[arg(long, value_name = "NAME")]
     pub group_column: Option<String>,
-    /// Write retrievals.png: N queries (a seeded choice, with the worst and the best by average
-    /// precision) and their nearest references, framed green (same class) or red, with their
-    /// distances; and roc.png when verification runs.
-    #[arg(long, value_name = "N")]
-    pub show: Option<usize>,
+    /// Write retrievals.png: N queries (1 to 20: the worst and the best of all queries by
+    /// average precision, and N - 2 drawn with --seed) and their nearest references, framed
+    /// green (same class) or red, with their distances; and roc.png when verification runs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub show: Option<u64>,
     /// Seed of k-means, of the pairs drawn and of the queries shown.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,

@@ -29,3 +29,12 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     // Makes the rename durable; a folder opens read-only on Unix.
     fs::File::open(dir)?.sync_all()
 }
+
+/// Whether two paths name the same file (after resolving links and `..`; paths that do not
+/// resolve are compared as written).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}

@@ -73,7 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 query_column: args.query_column,
                 gallery_column: args.gallery_column,
                 group_column: args.group_column,
-                show: args.show,
+                show: args.show.map(|n| n as usize),
                 seed: args.seed,
             })?;
             Ok(())

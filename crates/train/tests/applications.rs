@@ -8,41 +8,16 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use serde_json::Value;
+mod common;
+
+use common::{ok, read_json, run, text};
 use triplet_loss::Distance;
 use triplet_train::eval::clustering::clustering;
 use triplet_train::eval::reid::{Split, reid};
 use triplet_train::eval::search::read_npy_f32;
 use triplet_train::eval::verification::verification;
-
-fn triplet() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triplet"));
-    cmd.env_remove("RUST_BACKTRACE");
-    cmd
-}
-
-fn run(args: &[&str]) -> Output {
-    triplet().args(args).output().expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `triplet ARGS…`, asserts it succeeded, returns its stdout.
-fn ok(args: &[&str]) -> String {
-    let result = run(args);
-    let stdout = text(&result.stdout);
-    assert!(
-        result.status.success(),
-        "{args:?}: {stdout}{}",
-        text(&result.stderr)
-    );
-    stdout
-}
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-small/applications")
@@ -50,10 +25,6 @@ fn fixture() -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// One trained model for the whole file: the reference CNN, one epoch on the fixture's images.
@@ -502,6 +473,63 @@ fn search_finds_neighbours_and_uses_evals_threshold() {
     assert!(hits_of_csv(&plain).iter().all(|h| h.is_match.is_none()));
 }
 
+/// A gallery folder without class folders, and an eval whose queries make no pairs of both
+/// kinds: both work, saying what they did.
+#[test]
+fn a_flat_gallery_folder_and_a_one_class_eval_work() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let flat = tmp.path().join("flat");
+    fs::create_dir_all(&flat).unwrap();
+    for (i, class) in ["3", "7"].iter().enumerate() {
+        for entry in fs::read_dir(f.join("images").join(class)).unwrap() {
+            let entry = entry.unwrap();
+            let name = format!("{i}-{}", entry.file_name().to_string_lossy());
+            fs::copy(entry.path(), flat.join(name)).unwrap();
+        }
+    }
+    let query = f.join("images/7/0009.png");
+    let out = tmp.path().join("hits.json");
+    let stdout = ok(&[
+        "search",
+        "--checkpoint",
+        s(trained()),
+        "--gallery",
+        s(&flat),
+        "--query",
+        s(&query),
+        "--k",
+        "3",
+        "--out",
+        s(&out),
+    ]);
+    assert!(stdout.contains("24 images, no classes"), "{stdout}");
+    let hits = hits_of_json(&out);
+    assert_eq!(hits.len(), 3);
+    assert!(
+        hits[0].path.ends_with("1-0009.png") && hits[0].distance < 1e-6,
+        "{hits:?}"
+    );
+
+    let eval_out = tmp.path().join("eval");
+    let stdout = ok(&[
+        "eval",
+        "--checkpoint",
+        s(trained()),
+        "--data",
+        s(&f.join("images")),
+        "--classes",
+        "7",
+        "--out",
+        s(&eval_out),
+    ]);
+    assert!(stdout.contains("verification left out"), "{stdout}");
+    let m = read_json(&eval_out.join("metrics.json"));
+    assert!(m.get("verification").is_none());
+    assert_eq!(m["metrics"], serde_json::json!(["retrieval", "clustering"]));
+    assert_eq!(m["NMI"], 1.0, "one class, one cluster");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
@@ -538,6 +566,15 @@ fn application_mistakes_get_one_clear_message() {
         format!("path_a,path_b,same\n{},{}/gone.png,1\n", s(&query), s(t)),
     )
     .unwrap();
+    // An embed folder whose labels.csv lost its label column.
+    let bad_embed = t.join("bad-embed");
+    fs::create_dir_all(&bad_embed).unwrap();
+    fs::write(
+        bad_embed.join("embeddings.npy"),
+        triplet_train::eval::export::npy_f32(&[0.0; 4], 1, 4),
+    )
+    .unwrap();
+    fs::write(bad_embed.join("labels.csv"), "path\na.png\n").unwrap();
     let notes = t.join("notes.txt");
     fs::write(&notes, "not an image").unwrap();
     let corrupt = t.join("corrupt.png");
@@ -614,6 +651,23 @@ fn application_mistakes_get_one_clear_message() {
             "nope.png does not exist".into(),
         ),
         (search(&["--query", s(&query), "--k", "0"]), "--k 0".into()),
+        (
+            search(&["--query", s(&query), "--k", "5000"]),
+            "--k 5000: ask for 1 to 1000".into(),
+        ),
+        (eval(&["--pairs", "1"]), "--pairs 1: draw 2 to".into()),
+        (
+            vec![
+                "search".into(),
+                "--checkpoint".into(),
+                model.into(),
+                "--gallery".into(),
+                s(&bad_embed).into(),
+                "--query".into(),
+                s(&query).into(),
+            ],
+            "no column `label`".into(),
+        ),
         (
             vec![
                 "search".into(),

@@ -46,6 +46,9 @@
 //! k-means is compared by its partition (cluster ids are arbitrary) and inertia: the blobs are
 //! separated enough that scikit-learn finds the same partition from any seed.
 
+mod common;
+
+use common::{bools, f64s, floats, ints};
 use serde_json::Value;
 use triplet_loss::Distance;
 use triplet_train::eval::clustering::{ami, clustering, kmeans, nmi};
@@ -54,38 +57,6 @@ use triplet_train::eval::verification::{best_threshold, cross_validated, roc, ve
 
 fn golden() -> Value {
     serde_json::from_str(include_str!("fixtures/applications_golden.json")).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn ints(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
-
-fn bools(v: &Value) -> Vec<bool> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_bool().unwrap())
-        .collect()
 }
 
 fn close(name: &str, what: &str, ours: f64, theirs: f64, tol: f64) {

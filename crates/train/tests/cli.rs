@@ -4,22 +4,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 use burn::module::Module;
 use burn::prelude::*;
+use common::{ok, read_json, run, text, triplet};
 use triplet_model::{EmbeddingModelConfig, SmallCnnConfig};
-
-fn triplet() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triplet"));
-    cmd.env_remove("RUST_BACKTRACE");
-    cmd
-}
-
-fn run(args: &[&str]) -> Output {
-    triplet().args(args).output().expect("the binary runs")
-}
 
 /// `triplet train --config CONFIG --data DATA --out OUT EXTRA…`
 fn train(config: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -34,10 +27,6 @@ fn train(config: &Path, data: &Path, out: &Path, extra: &[&str]) -> Output {
     ];
     args.extend(extra);
     run(&args)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A tiny image of class `class`: a bright bar whose position depends on the class, plus noise.
@@ -677,22 +666,6 @@ fn train_validated(
         .filter(|r| r["kind"] == "validation")
         .collect();
     (data, out, stdout, validations)
-}
-
-/// Runs `triplet ARGS…`, asserts it succeeded, returns its stdout.
-fn ok(args: &[&str]) -> String {
-    let result = run(args);
-    let stdout = text(&result.stdout);
-    assert!(
-        result.status.success(),
-        "{args:?}: {stdout}{}",
-        text(&result.stderr)
-    );
-    stdout
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Validation every epoch keeps the best checkpoint by MAP@R; `eval` on the run folder uses it

@@ -11,18 +11,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn triplet() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_triplet"));
-    cmd.env_remove("RUST_BACKTRACE")
-        .env_remove("TRIPLET_KILL_AT");
-    cmd
-}
+mod common;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{ok, text, triplet};
 
 /// 6 classes (`a`…`f`) × 10 grey 12×12 PNGs whose bright bar moves with the class; class `a`
 /// also holds a corrupt and a truncated PNG, so skipped-image counts are part of the state.
@@ -177,17 +170,6 @@ fn tensors(out: &Path) -> BTreeMap<String, Vec<u8>> {
             (name.clone(), data[a..b].to_vec())
         })
         .collect()
-}
-
-fn ok(args: &[&str]) -> String {
-    let output = triplet().args(args).output().expect("the binary runs");
-    let stdout = text(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{args:?}: {stdout}{}",
-        text(&output.stderr)
-    );
-    stdout
 }
 
 /// The metrics log without its timings (wall-clock seconds and rates differ between runs).

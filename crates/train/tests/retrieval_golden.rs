@@ -31,25 +31,12 @@
 //! and 0.2; the fixture records those values under `pml_default`. The random cases agree with
 //! the default knn too.
 
+mod common;
+
+use common::{floats, ints};
 use serde_json::Value;
 use triplet_loss::Distance;
 use triplet_train::eval::metrics::{leave_one_out, query_reference};
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn ints(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
 
 #[test]
 fn metrics_match_pytorch_metric_learning() {

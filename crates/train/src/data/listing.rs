@@ -108,23 +108,9 @@ impl Listing {
     /// Reads a CSV list with the header `path,label`; relative paths are taken from the CSV's
     /// folder. Labels are class names (any text); classes are sorted by name.
     pub fn from_csv(csv_path: &Path) -> Result<Self, ListingError> {
-        let csv_err = |line: usize, reason: String| ListingError::Csv {
-            path: csv_path.to_owned(),
-            line,
-            reason,
-        };
-        let text = std::fs::read_to_string(csv_path).map_err(|source| ListingError::Io {
-            path: csv_path.to_owned(),
-            source,
-        })?;
-        let base = csv_path.parent().unwrap_or(Path::new("."));
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| csv_err(1, e.to_string()))?
-            .clone();
+        let table = CsvTable::read(csv_path)?;
+        let csv_err = |line: usize, reason: String| table.error(line, reason);
+        let (headers, base) = (&table.headers, table.base());
         let column = |name: &str| headers.iter().position(|h| h.trim() == name);
         let (Some(path_col), Some(label_col)) = (column("path"), column("label")) else {
             return Err(csv_err(
@@ -137,9 +123,8 @@ impl Listing {
         };
         let mut rows: Vec<(PathBuf, String)> = Vec::new();
         let mut skipped = Vec::new();
-        for (i, record) in reader.records().enumerate() {
-            let line = i + 2;
-            let record = record.map_err(|e| csv_err(line, e.to_string()))?;
+        for (line, record) in table.rows() {
+            let record = record?;
             let (Some(path), Some(label)) = (record.get(path_col), record.get(label_col)) else {
                 return Err(csv_err(line, "missing the path or the label".into()));
             };
@@ -186,57 +171,110 @@ impl Listing {
 
 /// Named columns of a CSV list, one row per file (paths resolved as [`Listing::from_csv`] does):
 /// the values of `names`, in that order, for each path. An unknown column is an error naming the
-/// file and the columns it has; a path listed twice keeps its first row.
+/// file and the columns it has; a path listed twice with different values is an error.
 pub fn read_columns(
     csv_path: &Path,
     names: &[&str],
 ) -> Result<std::collections::HashMap<PathBuf, Vec<String>>, ListingError> {
-    let csv_err = |line: usize, reason: String| ListingError::Csv {
-        path: csv_path.to_owned(),
-        line,
-        reason,
-    };
-    let text = std::fs::read_to_string(csv_path).map_err(|source| ListingError::Io {
-        path: csv_path.to_owned(),
-        source,
-    })?;
-    let base = csv_path.parent().unwrap_or(Path::new("."));
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| csv_err(1, e.to_string()))?
-        .clone();
-    let column = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let table = CsvTable::read(csv_path)?;
     let mut wanted = Vec::with_capacity(names.len() + 1);
     for name in std::iter::once(&"path").chain(names) {
-        let Some(c) = column(name) else {
-            return Err(csv_err(
+        let Some(c) = table.headers.iter().position(|h| h.trim() == *name) else {
+            return Err(table.error(
                 1,
                 format!(
                     "no column `{name}` (its columns: {})",
-                    headers.iter().collect::<Vec<_>>().join(", ")
+                    table.headers.iter().collect::<Vec<_>>().join(", ")
                 ),
             ));
         };
         wanted.push(c);
     }
     let mut out = std::collections::HashMap::new();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
-        let record = record.map_err(|e| csv_err(line, e.to_string()))?;
+    for (line, record) in table.rows() {
+        let record = record?;
         let values: Option<Vec<String>> = wanted
             .iter()
             .map(|&c| record.get(c).map(|v| v.trim().to_owned()))
             .collect();
         let Some(mut values) = values else {
-            return Err(csv_err(line, "missing values".into()));
+            return Err(table.error(line, "missing values".into()));
         };
-        let path = base.join(values.remove(0));
-        out.entry(path).or_insert(values);
+        let path = table.base().join(values.remove(0));
+        match out.entry(path) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(values);
+            }
+            std::collections::hash_map::Entry::Occupied(e) if *e.get() != values => {
+                return Err(table.error(
+                    line,
+                    format!(
+                        "{} is listed again with other values ({} instead of {}); list each \
+                         image once",
+                        e.key().display(),
+                        values.join(","),
+                        e.get().join(",")
+                    ),
+                ));
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {}
+        }
     }
     Ok(out)
+}
+
+/// A CSV file with a header row, read whole; errors name the file and line.
+struct CsvTable {
+    path: PathBuf,
+    text: String,
+    headers: csv::StringRecord,
+}
+
+impl CsvTable {
+    fn read(path: &Path) -> Result<Self, ListingError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ListingError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let headers = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(text.as_bytes())
+            .headers()
+            .map_err(|e| ListingError::Csv {
+                path: path.to_owned(),
+                line: 1,
+                reason: e.to_string(),
+            })?
+            .clone();
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+            headers,
+        })
+    }
+
+    /// The folder relative paths start from.
+    fn base(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    fn error(&self, line: usize, reason: String) -> ListingError {
+        ListingError::Csv {
+            path: self.path.clone(),
+            line,
+            reason,
+        }
+    }
+
+    /// The records after the header, with their 1-based line numbers.
+    fn rows(&self) -> impl Iterator<Item = (usize, Result<csv::StringRecord, ListingError>)> + '_ {
+        csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(self.text.as_bytes())
+            .into_records()
+            .enumerate()
+            .map(|(i, r)| (i + 2, r.map_err(|e| self.error(i + 2, e.to_string()))))
+    }
 }
 
 /// Whether `path` has an image file's extension ([`IMAGE_EXTENSIONS`]).

@@ -12,8 +12,8 @@ use triplet_loss::Distance;
 use super::embed::Embedded;
 use super::knn::exact_distance;
 use super::pairs::{PairList, parse_flag};
-use super::plot::{Hit, ShownQuery, Thumb};
-use super::verification::{all_pairs, sample_pairs};
+use super::plot::Thumb;
+use super::verification::{MAX_ALL_PAIRS, all_pairs, sample_pairs};
 use crate::data::listing::read_columns;
 use crate::data::rng::SplitMix64;
 use crate::data::source::ImageSet;
@@ -29,6 +29,18 @@ pub enum Group {
     Verification,
     /// CMC rank-1/5/10 and mAP over a query/gallery split.
     Reid,
+}
+
+impl Group {
+    /// The name `--metrics` and `metrics.json` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retrieval => "retrieval",
+            Self::Clustering => "clustering",
+            Self::Verification => "verification",
+            Self::Reid => "reid",
+        }
+    }
 }
 
 impl FromStr for Group {
@@ -69,8 +81,8 @@ impl PairsSource {
         let path = Path::new(t);
         match t.parse::<usize>() {
             Ok(n) if !path.exists() => {
-                if n < 2 {
-                    bail!("--pairs {n}: verification needs at least 2 pairs");
+                if !(2..=MAX_ALL_PAIRS).contains(&n) {
+                    bail!("--pairs {n}: draw 2 to {MAX_ALL_PAIRS} pairs");
                 }
                 Ok(Self::Sample(n))
             }
@@ -199,7 +211,7 @@ pub fn pairs_from_labels(
     seed: u64,
 ) -> Result<Vec<(usize, usize, bool)>> {
     match source {
-        PairsSource::All => all_pairs(labels).map_err(anyhow::Error::msg),
+        PairsSource::All => all_pairs(labels, seed).map_err(anyhow::Error::msg),
         PairsSource::Sample(n) => Ok(sample_pairs(labels, *n, seed)),
         PairsSource::File(_) => unreachable!("a pairs file is read, not drawn"),
     }
@@ -282,29 +294,6 @@ pub fn thumb(set: &ImageSet, i: usize, channels: usize) -> Thumb {
             channels,
             size: [8, 8],
         },
-    }
-}
-
-/// One row of `retrievals.png`: the query and its hits (image, relevant, distance, label).
-pub fn shown_row(
-    query: Thumb,
-    label: String,
-    caption: String,
-    hits: Vec<(Thumb, bool, f32, String)>,
-) -> ShownQuery {
-    ShownQuery {
-        image: query,
-        label,
-        caption,
-        hits: hits
-            .into_iter()
-            .map(|(image, relevant, distance, label)| Hit {
-                image,
-                relevant,
-                distance,
-                label,
-            })
-            .collect(),
     }
 }
 

@@ -234,6 +234,10 @@ fn entropy(sizes: &[usize], n: usize) -> f64 {
 
 /// Mutual information (nats), as scikit-learn's `mutual_info_score` computes it.
 fn mutual_information(c: &Contingency) -> f64 {
+    // One class or one cluster: exactly 0, as scikit-learn returns it.
+    if c.a.len() == 1 || c.b.len() == 1 {
+        return 0.0;
+    }
     let n = c.n as f64;
     let (sa, sb) = (
         c.a.iter().sum::<usize>() as f64,

@@ -58,8 +58,8 @@ pub enum KnnError {
 /// One query's row of the search: the ranking key of every reference.
 ///
 /// Keys rank like the distance: the squared Euclidean distance (`max(‖q‖² + ‖r‖² − 2 q·r, 0)`)
-/// or the cosine distance `1 − q̂·r̂`. [`Row::distance`] turns a key into the distance itself.
-/// Neighbours are ranked by key, then by reference index.
+/// or the cosine distance `1 − q̂·r̂`. Neighbours are ranked by key, then by reference index
+/// ([`by_key_then_index`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
     /// The query's index.
@@ -68,32 +68,12 @@ pub struct Row<'a> {
     pub keys: &'a [f32],
     /// In leave-one-out mode, the query's own index among the references (to be skipped).
     pub own: Option<usize>,
-    euclidean: bool,
 }
 
 impl<'a> Row<'a> {
     /// A row of keys as [`for_each_row`] makes them (for tests and other searches).
-    pub fn new(query: usize, keys: &'a [f32], own: Option<usize>, distance: Distance) -> Self {
-        Self {
-            query,
-            keys,
-            own,
-            euclidean: !matches!(distance, Distance::Cosine),
-        }
-    }
-
-    /// The distance of reference `j` (Euclidean or cosine, as searched).
-    pub fn distance(&self, j: usize) -> f32 {
-        let key = self.keys[j];
-        if self.euclidean { key.sqrt() } else { key }
-    }
-
-    /// Whether reference `a` ranks before reference `b` (by key, then index).
-    pub fn before(&self, a: usize, b: usize) -> bool {
-        self.keys[a]
-            .total_cmp(&self.keys[b])
-            .then(a.cmp(&b))
-            .is_lt()
+    pub fn new(query: usize, keys: &'a [f32], own: Option<usize>) -> Self {
+        Self { query, keys, own }
     }
 
     /// The `k` nearest references (the query itself left out), nearest first, as `(key,
@@ -181,6 +161,22 @@ fn prepare(data: &[f32], n: usize, dim: usize, cosine: bool, device: &Device) ->
     }
 }
 
+/// Rows on the device ([`prepare`]) and, for the Euclidean expansion, their squared norms.
+fn side(
+    data: &[f32],
+    n: usize,
+    dim: usize,
+    cosine: bool,
+    device: &Device,
+) -> (Tensor<2>, Vec<f32>) {
+    let norms = if cosine {
+        Vec::new()
+    } else {
+        sq_norms(data, dim)
+    };
+    (prepare(data, n, dim, cosine, device), norms)
+}
+
 /// Squared norms of the `dim`-value rows, summed in f32 on the host (no device temporaries of
 /// the data's size; the same values whichever device searches).
 fn sq_norms(data: &[f32], dim: usize) -> Vec<f32> {
@@ -219,36 +215,24 @@ where
                 query: q,
                 keys: &[],
                 own: None,
-                euclidean: !cosine,
             };
             visit(&row, &mut scratch)
         }));
         return Ok(out);
     }
-    let refs = prepare(references, nr, dim, cosine, device);
-    // Squared norms for the Euclidean expansion, computed once for the references.
-    let ref_sq = if cosine {
-        Vec::new()
-    } else {
-        sq_norms(references, dim)
-    };
+    let (refs, ref_sq) = side(references, nr, dim, cosine, device);
     let refs_t = refs.transpose();
     // The block's query rows count too when the dimension exceeds the references.
     let block = (BLOCK_ELEMENTS / nr.max(dim)).clamp(1, nq);
     for start in (0..nq).step_by(block) {
         let b = block.min(nq - start);
-        let q = prepare(
+        let (q, q_sq) = side(
             &queries[start * dim..(start + b) * dim],
             b,
             dim,
             cosine,
             device,
         );
-        let q_sq = if cosine {
-            Vec::new()
-        } else {
-            sq_norms(&queries[start * dim..(start + b) * dim], dim)
-        };
         // The device does the matrix product; the host turns each row of dot products into
         // keys in place and visits it, so the block is read once.
         let mut dots: Vec<f32> = q
@@ -274,7 +258,6 @@ where
                     query,
                     keys,
                     own: leave_one_out.then_some(query),
-                    euclidean: !cosine,
                 };
                 visit(&row, scratch)
             })
@@ -320,7 +303,8 @@ where
 pub const NEAREST_QUERY_BLOCK: usize = 256;
 
 /// The `k` nearest references of every query as `(reference index, distance)`, nearest first
-/// (ties by index), for a search with small `k` and possibly many references (a gallery).
+/// (ties by index), for a search with small `k` and possibly many references (a gallery). The
+/// `k` are chosen by the f32 ranking key and then ordered by their exact f64 distance.
 ///
 /// Blocks of up to [`NEAREST_QUERY_BLOCK`] queries go against chunks of the references (at most
 /// [`BLOCK_ELEMENTS`] dot products at a time), keeping each query's best `k` across chunks, so
@@ -334,7 +318,7 @@ pub fn nearest(
     k: usize,
     distance: Distance,
     device: &Device,
-) -> Result<Vec<Vec<(usize, f32)>>, KnnError> {
+) -> Result<Vec<Vec<(usize, f64)>>, KnnError> {
     let dim = dim.max(1);
     let (nq, nr) = check(queries, Some(references), dim)?;
     let k = k.min(nr);
@@ -342,31 +326,20 @@ pub fn nearest(
         return Ok(vec![Vec::new(); nq]);
     }
     let cosine = matches!(distance, Distance::Cosine);
-    let refs = prepare(references, nr, dim, cosine, device);
-    let ref_sq = if cosine {
-        Vec::new()
-    } else {
-        sq_norms(references, dim)
-    };
+    let (refs, ref_sq) = side(references, nr, dim, cosine, device);
     let qb = NEAREST_QUERY_BLOCK.min(nq);
     let chunk = (BLOCK_ELEMENTS / qb).clamp(1, nr);
-    let order = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     let mut out = Vec::with_capacity(nq);
     for start in (0..nq).step_by(qb) {
         let b = qb.min(nq - start);
-        let q = prepare(
+        let (q, q_sq) = side(
             &queries[start * dim..(start + b) * dim],
             b,
             dim,
             cosine,
             device,
         );
-        let q_sq = if cosine {
-            Vec::new()
-        } else {
-            sq_norms(&queries[start * dim..(start + b) * dim], dim)
-        };
-        let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(2 * k + 1); b];
+        let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); b];
         for c0 in (0..nr).step_by(chunk) {
             let c1 = (c0 + chunk).min(nr);
             let dots: Vec<f32> = q
@@ -397,22 +370,26 @@ pub fn nearest(
                     }
                 });
         }
-        out.extend(best.into_iter().enumerate().map(|(row, mut kept)| {
-            kept.sort_unstable_by(order);
+        out.extend(best.into_iter().enumerate().map(|(row, kept)| {
             let qv = &queries[(start + row) * dim..(start + row + 1) * dim];
-            kept.iter()
+            // The exact distances, in their order (the f32 keys may invert near-ties).
+            let mut exact: Vec<(f64, usize)> = kept
+                .iter()
                 .map(|&(_, j)| {
                     let j = j as usize;
                     let r = &references[j * dim..(j + 1) * dim];
-                    (j, exact_distance(qv, r, distance) as f32)
+                    (exact_distance(qv, r, distance), j)
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            exact.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            exact.into_iter().map(|(d, j)| (j, d)).collect::<Vec<_>>()
         }));
     }
     Ok(out)
 }
 
-/// The distance of two vectors in f64: Euclidean, or cosine (1 − cosine similarity).
+/// The distance of two vectors in f64, as the model's loss measures it: Euclidean, squared
+/// Euclidean, or cosine (1 − cosine similarity; a zero vector is at 1 from everything).
 pub fn exact_distance(a: &[f32], b: &[f32], distance: Distance) -> f64 {
     if matches!(distance, Distance::Cosine) {
         let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
@@ -424,12 +401,22 @@ pub fn exact_distance(a: &[f32], b: &[f32], distance: Distance) -> f64 {
         }
         1.0 - ab / (aa.sqrt().max(1e-12) * bb.sqrt().max(1e-12))
     } else {
-        a.iter()
+        let squared = a
+            .iter()
             .zip(b)
             .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-            .sum::<f64>()
-            .sqrt()
+            .sum::<f64>();
+        if matches!(distance, Distance::SquaredEuclidean) {
+            squared
+        } else {
+            squared.sqrt()
+        }
     }
+}
+
+/// The ranking order of the searches: by key, then by index.
+pub fn by_key_then_index(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
 }
 
 #[cfg(test)]
@@ -566,36 +553,51 @@ mod tests {
     }
 
     /// `nearest` (query blocks against reference chunks) ranks exactly as the row search, ties
-    /// included, across several chunks, and reports exact distances.
+    /// included, across several chunks, and reports exact distances in their order.
     #[test]
     fn nearest_over_chunks_matches_the_row_search() {
         let (nq, nr, dim) = (300, 20_000, 2);
         assert!(BLOCK_ELEMENTS / NEAREST_QUERY_BLOCK < nr, "several chunks");
-        // An integer grid: many exact ties.
+        // An integer grid: many exact ties, and Euclidean keys exact in f32.
         let grid = |i: usize| [(i * 7 % 13) as f32, (i * 5 % 11) as f32];
         let refs: Vec<f32> = (0..nr).flat_map(grid).collect();
         let queries: Vec<f32> = (0..nq).flat_map(|i| grid(i * 3 + 1)).collect();
-        for distance in [Distance::Euclidean, Distance::Cosine] {
-            let want = ranked(&queries, Some(&refs), dim, 12, distance);
-            let got = nearest(&queries, &refs, dim, 12, distance, &crate::device::host()).unwrap();
-            for (q, (w, g)) in want.iter().zip(&got).enumerate() {
-                let g_idx: Vec<u32> = g.iter().map(|h| h.0 as u32).collect();
-                assert_eq!(&g_idx, w, "query {q}, {distance:?}");
-                for &(j, d) in g {
-                    let exact = exact_distance(
-                        &queries[q * dim..(q + 1) * dim],
-                        &refs[j * dim..(j + 1) * dim],
-                        distance,
-                    );
-                    assert_eq!(d, exact as f32);
-                }
-            }
+        let device = crate::device::host();
+        let want = ranked(&queries, Some(&refs), dim, 12, Distance::Euclidean);
+        let got = nearest(&queries, &refs, dim, 12, Distance::Euclidean, &device).unwrap();
+        for (q, (w, g)) in want.iter().zip(&got).enumerate() {
+            let g_idx: Vec<u32> = g.iter().map(|h| h.0 as u32).collect();
+            assert_eq!(&g_idx, w, "query {q}");
+        }
+        // Cosine on distinct random vectors, against a brute-force sort by the exact distance.
+        let mut state = 5u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let (dim, nr) = (8, 20_000);
+        let refs: Vec<f32> = (0..nr * dim).map(|_| next()).collect();
+        let queries: Vec<f32> = (0..40 * dim).map(|_| next()).collect();
+        let got = nearest(&queries, &refs, dim, 5, Distance::Cosine, &device).unwrap();
+        for (q, g) in got.iter().enumerate() {
+            let qv = &queries[q * dim..(q + 1) * dim];
+            let mut all: Vec<(f64, usize)> = (0..nr)
+                .map(|j| {
+                    let d = exact_distance(qv, &refs[j * dim..(j + 1) * dim], Distance::Cosine);
+                    (d, j)
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let want: Vec<(usize, f64)> = all[..5].iter().map(|&(d, j)| (j, d)).collect();
+            assert_eq!(g, &want, "query {q}");
         }
         // k beyond the references: all of them.
         let all = nearest(
             &[0.0, 0.0],
             &refs[..6],
-            dim,
+            2,
             99,
             Distance::Euclidean,
             &crate::device::host(),

@@ -105,9 +105,9 @@ pub struct Ranks {
 }
 
 /// The [`Ranks`] of one query's row: `relevant` lists the relevant references, `left_out` those
-/// left out of the ranking (both distinct, disjoint, and without the query's own entry
-/// [`Row::own`], which is left out too); every other reference is irrelevant. `None` when
-/// nothing is relevant.
+/// left out of the ranking (each list without repeats, the two disjoint); every other reference
+/// is irrelevant. The query's own entry [`Row::own`] is left out wherever it is listed (it may
+/// be in `relevant`, not in `left_out`). `None` when nothing is relevant.
 ///
 /// Exact, and `O(n)` on average without sorting the row: a bucket sort over the range of the
 /// relevant items' keys. Items before that range are only counted, items after it do not move
@@ -131,6 +131,7 @@ struct RankScratch {
     count: Vec<u32>,
     relevant_in: Vec<u32>,
     start: Vec<u32>,
+    fill: Vec<u32>,
     items: Vec<u32>,
 }
 
@@ -201,7 +202,9 @@ fn ranks_with(
     }
     for &j in relevant {
         if Some(j) != own {
-            s.relevant_in[s.bucket[j as usize] as usize] += 1;
+            let b = s.bucket[j as usize];
+            debug_assert!(b < BELOW, "a relevant item is listed as left out too");
+            s.relevant_in[b as usize] += 1;
         }
     }
     // The items of the buckets with a relevant item, grouped by bucket.
@@ -213,10 +216,11 @@ fn ranks_with(
     }
     s.items.clear();
     s.items.resize(s.start[buckets] as usize, 0);
-    let mut fill: Vec<u32> = s.start[..buckets].to_vec();
+    s.fill.clear();
+    s.fill.extend_from_slice(&s.start[..buckets]);
     for (j, &b) in s.bucket.iter().enumerate() {
         if b < BELOW && s.relevant_in[b as usize] > 0 {
-            let at = &mut fill[b as usize];
+            let at = &mut s.fill[b as usize];
             s.items[*at as usize] = j as u32;
             *at += 1;
         }
@@ -543,7 +547,7 @@ mod tests {
                 })
                 .collect();
             let own = (case % 3 == 0).then(|| next(n as u64) as usize);
-            let row = Row::new(0, &keys, own, Distance::Euclidean);
+            let row = Row::new(0, &keys, own);
             let listed = |c: Option<bool>| -> Vec<u32> {
                 (0..n as u32)
                     .filter(|&j| Some(j as usize) != own && class[j as usize] == c)

@@ -14,14 +14,17 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::command::{EMBED_INFO, Part, embed_set, open_part};
+use super::command::{EMBED_INFO, Part, embed_set, open_part, say_model};
 use super::knn::nearest;
 use crate::console::say;
 use crate::data::listing::{IMAGE_EXTENSIONS, images_in, is_image};
 use crate::data::source::ImageSet;
 use crate::device::Backend;
-use crate::files::write_atomic;
+use crate::files::{same_file, write_atomic};
 use crate::run::trained::{Trained, load};
+
+/// Most neighbours `--k` may ask for per query.
+pub const MAX_K: usize = 1000;
 
 /// What `triplet search` was asked to do.
 #[derive(Debug, Clone)]
@@ -51,8 +54,8 @@ pub struct Neighbour {
     pub path: String,
     /// Its class.
     pub label: String,
-    /// Its distance to the query.
-    pub distance: f32,
+    /// Its distance to the query (exact, in f64).
+    pub distance: f64,
     /// Whether `distance ≤ threshold`, when a threshold is given.
     #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
     pub is_match: Option<bool>,
@@ -119,6 +122,16 @@ pub fn read_npy_f32(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
     let count = rows
         .checked_mul(cols)
         .ok_or_else(|| bad("shape overflows"))?;
+    // The announced shape must fit the file before anything that size is allocated.
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let needed = (10 + len as u64).saturating_add((count as u64).saturating_mul(4));
+    if size < needed {
+        return Err(bad(&format!(
+            "{rows} × {cols} values announced, fewer present ({size} bytes, {needed} needed)"
+        )));
+    }
     let mut values = Vec::with_capacity(count);
     let mut chunk = vec![0u8; 1 << 20];
     while values.len() < count {
@@ -141,11 +154,31 @@ fn read_embed_dir(dir: &Path) -> Result<Gallery> {
     let labels_path = dir.join("labels.csv");
     let mut reader = csv::Reader::from_path(&labels_path)
         .with_context(|| format!("cannot read {}", labels_path.display()))?;
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}:1", labels_path.display()))?
+        .clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .with_context(|| {
+                format!(
+                    "{}:1: no column `{name}`; `triplet embed` writes `path,label`",
+                    labels_path.display()
+                )
+            })
+    };
+    let (path_col, label_col) = (column("path")?, column("label")?);
     let (mut paths, mut labels) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
     for (i, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{}:{}", labels_path.display(), i + 2))?;
-        paths.push(record.get(0).unwrap_or_default().to_owned());
-        labels.push(record.get(1).unwrap_or_default().to_owned());
+        let at = || format!("{}:{}", labels_path.display(), i + 2);
+        let record = record.with_context(at)?;
+        let (Some(path), Some(label)) = (record.get(path_col), record.get(label_col)) else {
+            bail!("{}: missing the path or the label", at());
+        };
+        paths.push(path.to_owned());
+        labels.push(label.to_owned());
     }
     if paths.len() != rows {
         bail!(
@@ -181,11 +214,7 @@ fn warn_other_model(dir: &Path, trained: &Trained) {
     else {
         return;
     };
-    let same = match (made_by.canonicalize(), trained.weights.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => made_by == trained.weights,
-    };
-    if !same {
+    if !same_file(&made_by, &trained.weights) {
         say(&format!(
             "warning: the gallery {} was embedded with {}, not with {}: distances between the \
              two models' embeddings mean nothing",
@@ -193,6 +222,23 @@ fn warn_other_model(dir: &Path, trained: &Trained) {
             made_by.display(),
             trained.weights.display()
         ));
+    }
+}
+
+/// The gallery's images: a data source as `eval` reads one (its training images for an IDX
+/// folder), or else a folder of images without class folders (their class is `-`).
+fn open_gallery(path: &Path) -> Result<(ImageSet, String)> {
+    match open_part(path, Part::Train, None) {
+        Ok((set, text, _)) => Ok((set, text)),
+        Err(e) if path.is_dir() => {
+            let images = images_in(path).with_context(|| format!("listing {}", path.display()))?;
+            if images.is_empty() {
+                return Err(e);
+            }
+            let text = format!("{} ({} images, no classes)", path.display(), images.len());
+            Ok((ImageSet::unlabelled(images), text))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -229,7 +275,7 @@ fn query_images(paths: &[PathBuf], channels: usize) -> Result<ImageSet> {
 }
 
 /// The verification threshold in a metrics.json written by `triplet eval`.
-fn threshold_of(metrics: &Path, distance: &str) -> Result<f64> {
+fn threshold_of(metrics: &Path, distance: &str, trained: &Trained) -> Result<f64> {
     let text = std::fs::read_to_string(metrics).with_context(|| {
         format!(
             "cannot read {}; run `triplet eval` (verification is on by default) to find a \
@@ -239,6 +285,15 @@ fn threshold_of(metrics: &Path, distance: &str) -> Result<f64> {
     })?;
     let value: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", metrics.display()))?;
+    if let Some(made_by) = value["checkpoint"].as_str()
+        && !same_file(Path::new(made_by), &trained.weights)
+    {
+        say(&format!(
+            "warning: the threshold in {} was found for {made_by}, not for {}",
+            metrics.display(),
+            trained.weights.display()
+        ));
+    }
     let v = &value["verification"];
     let Some(threshold) = v["threshold"].as_f64() else {
         bail!(
@@ -285,14 +340,14 @@ fn resolve_threshold(text: &str, trained: &Trained, distance: &str) -> Result<(f
         }
         p
     };
-    let v = threshold_of(&file, distance)?;
+    let v = threshold_of(&file, distance, trained)?;
     Ok((v, format!("from {}", file.display())))
 }
 
 /// Runs `triplet search`: prints each query's nearest gallery images and writes `--out`.
 pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
-    if o.k == 0 {
-        bail!("--k 0: ask for at least one neighbour");
+    if o.k == 0 || o.k > MAX_K {
+        bail!("--k {}: ask for 1 to {MAX_K} neighbours", o.k);
     }
     if let Some(out) = &o.out
         && out.is_dir()
@@ -312,12 +367,7 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
         .map(|t| resolve_threshold(t, &trained, &distance_name))
         .transpose()?;
     let queries = query_images(&o.query, trained.transform.channels)?;
-    say(&format!(
-        "model: {} ({}), backend {}",
-        trained.which,
-        trained.weights.display(),
-        o.backend
-    ));
+    say_model(&trained, o.backend);
     let gallery = if is_embed_dir(&o.gallery) {
         let g = read_embed_dir(&o.gallery)?;
         warn_other_model(&o.gallery, &trained);
@@ -329,7 +379,7 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
         ));
         g
     } else {
-        let (set, text, _) = open_part(&o.gallery, Part::Train, None)?;
+        let (set, text) = open_gallery(&o.gallery)?;
         say(&format!("gallery: {text}"));
         let (set, e) = embed_set(&trained, set)?;
         Gallery {
@@ -386,7 +436,7 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
                     path: gallery.paths[j].clone(),
                     label: gallery.labels[j].clone(),
                     distance: d,
-                    is_match: threshold.as_ref().map(|(t, _)| f64::from(d) <= *t),
+                    is_match: threshold.as_ref().map(|(t, _)| d <= *t),
                 })
                 .collect(),
         })
