@@ -1,14 +1,20 @@
-//! Exact k-nearest neighbours in blocks of query rows, on any Burn device.
+//! Exact k-nearest neighbours on any Burn device, never holding the `queries × references`
+//! matrix.
 //!
-//! The references are uploaded once; each block of queries gets its dot products with every
-//! reference from one matrix product on the device. Only that block's `rows × references`
-//! values exist at any time (at most [`BLOCK_ELEMENTS`], or one row when a row is longer), never
-//! the full `queries × references` matrix. The block is read back and, row by row in parallel on the host, turned into distances
-//! (`max(‖q‖² + ‖r‖² − 2 q·r, 0)` for Euclidean, which ranks like the distance itself;
-//! `1 − q̂·r̂` for cosine) while the `k` nearest are selected: one pass with a short sorted list
-//! for small `k`, `select_nth_unstable` and a sort of the `k` otherwise.
+//! The references are uploaded once and their squared norms summed on the host. Two searches:
+//! - [`for_each_row`] (eval's metrics): each block of query rows gets its dot products with
+//!   every reference from one matrix product on the device (at most [`BLOCK_ELEMENTS`] values,
+//!   or one row when a row is longer). The block is read back and each row, in parallel on the
+//!   host, becomes ranking keys (`max(‖q‖² + ‖r‖² − 2 q·r, 0)` for Euclidean, which ranks like
+//!   the distance; `1 − q̂·r̂` for cosine) that a visitor sees whole: [`Row::nearest_into`]
+//!   selects the `k` nearest (one pass with a short sorted list for small `k`,
+//!   `select_nth_unstable` and a sort of the `k` otherwise), `metrics::ranks` places every
+//!   relevant reference. [`for_each_ranked`] is the top-k visitor.
+//! - [`nearest`] (`triplet search`): blocks of up to [`NEAREST_QUERY_BLOCK`] queries against
+//!   chunks of the references, with a running top-k per query, so a large gallery is read once
+//!   per block of queries; the distances it returns are recomputed exactly.
 //!
-//! Ranking rule: by distance, then by reference index, so exact ties are deterministic. In
+//! Ranking rule: by key, then by reference index, so exact ties are deterministic. In
 //! leave-one-out mode the query itself is excluded by index; an identical duplicate stays a
 //! neighbour like any other.
 
