@@ -114,7 +114,7 @@ pub struct SearchArgs {
     pub k: usize,
     /// Distance at most which a neighbour is a match: a number, `run` (the threshold `triplet
     /// eval` found by verification, from the run folder's metrics.json), or a metrics.json.
-    #[arg(long, value_name = "T|run|FILE")]
+    #[arg(long, value_name = "T|run|FILE", allow_hyphen_values = true)]
     pub threshold: Option<String>,
     /// Also write the results to this file: JSON when it ends in .json, else CSV.
     #[arg(long, value_name = "FILE")]

@@ -657,6 +657,14 @@ fn application_mistakes_get_one_clear_message() {
         ),
         (eval(&["--pairs", "1"]), "--pairs 1: draw 2 to".into()),
         (
+            search(&["--query", s(&query), "--threshold", "-1"]),
+            "--threshold -1: a distance threshold is a finite number".into(),
+        ),
+        (
+            eval(&["--metrics", "verification", "--classes", "7"]),
+            "one class only; give a pairs file".into(),
+        ),
+        (
             vec![
                 "search".into(),
                 "--checkpoint".into(),

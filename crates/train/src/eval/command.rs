@@ -237,7 +237,8 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
         let has_different = labels.iter().any(|l| *l != labels[0]);
         if !(has_same && has_different) {
             let why = format!(
-                "verification needs same-class and different-class pairs, and the {} queries                  have {}",
+                "verification needs same-class and different-class pairs, and the {} queries \
+                 have {}",
                 labels.len(),
                 if has_same {
                     "one class only"
@@ -330,7 +331,8 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
     let kmeans_work = q.indices.len() as f64 * classes_n as f64 * q.dim as f64;
     if groups.contains(&Group::Clustering) && o.metrics.is_none() && kmeans_work > KMEANS_BUDGET {
         say(&format!(
-            "note: clustering left out: k-means of {} embeddings into {classes_n} clusters is              slow ({kmeans_work:.1e} multiply-adds per iteration); --metrics clustering runs it",
+            "note: clustering left out: k-means of {} embeddings into {classes_n} clusters is \
+             slow ({kmeans_work:.1e} multiply-adds per iteration); --metrics clustering runs it",
             q.indices.len()
         ));
         groups.retain(|g| *g != Group::Clustering);
