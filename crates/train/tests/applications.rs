@@ -635,6 +635,18 @@ fn application_mistakes_get_one_clear_message() {
             "not a CSV list".into(),
         ),
         (
+            vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                model.into(),
+                "--data".into(),
+                s(&idx.join("t10k-images-idx3-ubyte.gz")).into(),
+                "--metrics".into(),
+                "reid".into(),
+            ],
+            "is not a CSV list".into(),
+        ),
+        (
             search(&["--query", s(&query), "--threshold", "abc"]),
             "--threshold `abc` is not a number".into(),
         ),

@@ -102,14 +102,18 @@ pub struct ReidColumns {
     pub groups: Option<Vec<usize>>,
 }
 
-/// Whether `data` is a CSV list that has both columns (so re-identification runs by default).
-pub fn has_columns(data: &Path, names: &[&str]) -> bool {
+/// Whether `data` names a CSV list (a file that is not an IDX file).
+pub fn is_csv_list(data: &Path) -> bool {
     data.is_file()
         && !data
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.contains("idx3-ubyte"))
-        && read_columns(data, names).is_ok()
+}
+
+/// Whether `data` is a CSV list that has these columns (so re-identification runs by default).
+pub fn has_columns(data: &Path, names: &[&str]) -> bool {
+    is_csv_list(data) && read_columns(data, names).is_ok()
 }
 
 /// Reads the query, gallery and group columns of the CSV list `data` for the embedded rows of
@@ -122,8 +126,7 @@ pub fn reid_columns(
     gallery_column: &str,
     group_column: Option<&str>,
 ) -> Result<ReidColumns> {
-    let is_csv = data.is_file() && set.path(0).is_some();
-    if !is_csv {
+    if !is_csv_list(data) || set.path(0).is_none() {
         bail!(
             "re-identification needs --data to be a CSV list with `{query_column}` and \
              `{gallery_column}` columns; {} is not a CSV list",

@@ -12,8 +12,8 @@ use serde_json::json;
 use triplet_loss::Distance;
 
 use super::applications::{
-    Group, PairsSource, choose_shown, has_columns, pairs_from_labels, pairs_of_file, reid_columns,
-    score_pairs, thumb,
+    Group, PairsSource, choose_shown, has_columns, is_csv_list, pairs_from_labels, pairs_of_file,
+    reid_columns, score_pairs, thumb,
 };
 use super::clustering::{Clustering, clustering};
 use super::embed::{EmbedOptions, Embedded, embed};
@@ -254,11 +254,17 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
         }
     }
     if groups.contains(&Group::Reid) {
+        if !is_csv_list(&o.data) {
+            bail!(
+                "re-identification needs --data to be a CSV list with `{}` and `{}` columns;                  {} is not a CSV list",
+                o.query_column,
+                o.gallery_column,
+                o.data.display()
+            );
+        }
         let mut names = vec![o.query_column.as_str(), o.gallery_column.as_str()];
         names.extend(o.group_column.as_deref());
-        if o.data.is_file() {
-            read_columns(&o.data, &names)?;
-        }
+        read_columns(&o.data, &names)?;
     }
     // The same images on both sides would make every query its own nearest neighbour.
     if let Some(reference) = &o.reference
