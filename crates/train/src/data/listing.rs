@@ -177,19 +177,10 @@ pub fn read_columns(
     names: &[&str],
 ) -> Result<std::collections::HashMap<PathBuf, Vec<String>>, ListingError> {
     let table = CsvTable::read(csv_path)?;
-    let mut wanted = Vec::with_capacity(names.len() + 1);
-    for name in std::iter::once(&"path").chain(names) {
-        let Some(c) = table.headers.iter().position(|h| h.trim() == *name) else {
-            return Err(table.error(
-                1,
-                format!(
-                    "no column `{name}` (its columns: {})",
-                    table.headers.iter().collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        };
-        wanted.push(c);
-    }
+    let wanted = std::iter::once(&"path")
+        .chain(names)
+        .map(|name| table.column(name, ""))
+        .collect::<Result<Vec<usize>, _>>()?;
     let mut out = std::collections::HashMap::new();
     for (line, record) in table.rows() {
         let record = record?;
@@ -223,15 +214,17 @@ pub fn read_columns(
     Ok(out)
 }
 
-/// A CSV file with a header row, read whole; errors name the file and line.
-struct CsvTable {
+/// A CSV file with a header row, read whole; errors name the file and line. The one reader of
+/// CSV lists, the re-identification columns, pairs files and `embed`'s `labels.csv`.
+pub(crate) struct CsvTable {
     path: PathBuf,
     text: String,
     headers: csv::StringRecord,
 }
 
 impl CsvTable {
-    fn read(path: &Path) -> Result<Self, ListingError> {
+    /// Reads `path` and its header row.
+    pub(crate) fn read(path: &Path) -> Result<Self, ListingError> {
         let text = std::fs::read_to_string(path).map_err(|source| ListingError::Io {
             path: path.to_owned(),
             source,
@@ -254,11 +247,12 @@ impl CsvTable {
     }
 
     /// The folder relative paths start from.
-    fn base(&self) -> &Path {
+    pub(crate) fn base(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    fn error(&self, line: usize, reason: String) -> ListingError {
+    /// An error at `line` of the file.
+    pub(crate) fn error(&self, line: usize, reason: String) -> ListingError {
         ListingError::Csv {
             path: self.path.clone(),
             line,
@@ -266,8 +260,32 @@ impl CsvTable {
         }
     }
 
+    /// The position of the column `name`; else an error naming it, with `hint` (what the
+    /// header should be, or nothing) and the columns the file has.
+    pub(crate) fn column(&self, name: &str, hint: &str) -> Result<usize, ListingError> {
+        self.headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| {
+                let hint = if hint.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {hint}")
+                };
+                self.error(
+                    1,
+                    format!(
+                        "no column `{name}`{hint} (its columns: {})",
+                        self.headers.iter().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })
+    }
+
     /// The records after the header, with their 1-based line numbers.
-    fn rows(&self) -> impl Iterator<Item = (usize, Result<csv::StringRecord, ListingError>)> + '_ {
+    pub(crate) fn rows(
+        &self,
+    ) -> impl Iterator<Item = (usize, Result<csv::StringRecord, ListingError>)> + '_ {
         csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(self.text.as_bytes())

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::data::listing::CsvTable;
+
 /// A yes/no value: `1`/`0`, `true`/`false`, `yes`/`no` (any case); `None` for anything else.
 pub fn parse_flag(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -32,36 +34,22 @@ pub fn read_pairs(csv_path: &Path) -> Result<PairList> {
     if !csv_path.exists() {
         bail!("pairs file {} does not exist", csv_path.display());
     }
-    let text = std::fs::read_to_string(csv_path)
-        .with_context(|| format!("cannot read pairs file {}", csv_path.display()))?;
-    let base = csv_path.parent().unwrap_or(Path::new("."));
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(text.as_bytes());
+    let table = CsvTable::read(csv_path)?;
+    let base = table.base();
     let at = |line: usize| format!("{}:{line}", csv_path.display());
-    let headers = reader.headers().with_context(|| at(1))?.clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim() == name)
-            .with_context(|| {
-                format!(
-                    "{}: no column `{name}`; a pairs file has the header `path_a,path_b,same` \
-                 (its columns: {})",
-                    at(1),
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                )
-            })
-    };
-    let (ca, cb, cs) = (column("path_a")?, column("path_b")?, column("same")?);
+    let hint = "a pairs file has the header `path_a,path_b,same`";
+    let (ca, cb, cs) = (
+        table.column("path_a", hint)?,
+        table.column("path_b", hint)?,
+        table.column("same", hint)?,
+    );
     let mut list = PairList {
         images: Vec::new(),
         pairs: Vec::new(),
     };
     let mut index = HashMap::<PathBuf, usize>::new();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
-        let record = record.with_context(|| at(line))?;
+    for (line, record) in table.rows() {
+        let record = record?;
         let get = |c: usize, what: &str| {
             record
                 .get(c)

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::command::{EMBED_INFO, Part, embed_set, open_part, say_model};
 use super::knn::nearest;
 use crate::console::say;
-use crate::data::listing::{IMAGE_EXTENSIONS, images_in, is_image};
+use crate::data::listing::{CsvTable, IMAGE_EXTENSIONS, images_in, is_image};
 use crate::data::source::ImageSet;
 use crate::device::Backend;
 use crate::files::{same_file, write_atomic};
@@ -152,30 +152,17 @@ pub fn read_npy_f32(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
 fn read_embed_dir(dir: &Path) -> Result<Gallery> {
     let (rows, dim, embeddings) = read_npy_f32(&dir.join("embeddings.npy"))?;
     let labels_path = dir.join("labels.csv");
-    let mut reader = csv::Reader::from_path(&labels_path)
-        .with_context(|| format!("cannot read {}", labels_path.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("{}:1", labels_path.display()))?
-        .clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim() == name)
-            .with_context(|| {
-                format!(
-                    "{}:1: no column `{name}`; `triplet embed` writes `path,label`",
-                    labels_path.display()
-                )
-            })
-    };
-    let (path_col, label_col) = (column("path")?, column("label")?);
+    let table = CsvTable::read(&labels_path)?;
+    let hint = "`triplet embed` writes `path,label`";
+    let (path_col, label_col) = (table.column("path", hint)?, table.column("label", hint)?);
     let (mut paths, mut labels) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-    for (i, record) in reader.records().enumerate() {
-        let at = || format!("{}:{}", labels_path.display(), i + 2);
-        let record = record.with_context(at)?;
+    for (line, record) in table.rows() {
+        let record = record?;
         let (Some(path), Some(label)) = (record.get(path_col), record.get(label_col)) else {
-            bail!("{}: missing the path or the label", at());
+            bail!(
+                "{}:{line}: missing the path or the label",
+                labels_path.display()
+            );
         };
         paths.push(path.to_owned());
         labels.push(label.to_owned());
