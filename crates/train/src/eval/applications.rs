@@ -116,17 +116,25 @@ pub fn has_columns(data: &Path, names: &[&str]) -> bool {
     is_csv_list(data) && read_columns(data, names).is_ok()
 }
 
-/// Reads the query, gallery and group columns of the CSV list `data` for the embedded rows of
-/// `set`. An unknown column or a value that is not yes/no is an error naming the file.
-pub fn reid_columns(
+/// The re-identification columns of a CSV list, read once, before anything is embedded.
+#[derive(Debug, Clone)]
+pub struct ReidTable {
+    data: std::path::PathBuf,
+    /// The query, gallery and (when given) group column names.
+    names: Vec<String>,
+    /// Their values by image path.
+    columns: HashMap<std::path::PathBuf, Vec<String>>,
+}
+
+/// Reads the query, gallery and group columns of the CSV list `data`. Data that is not a CSV
+/// list, or an unknown column, is an error naming the file.
+pub fn read_reid_table(
     data: &Path,
-    set: &ImageSet,
-    embedded: &Embedded,
     query_column: &str,
     gallery_column: &str,
     group_column: Option<&str>,
-) -> Result<ReidColumns> {
-    if !is_csv_list(data) || set.path(0).is_none() {
+) -> Result<ReidTable> {
+    if !is_csv_list(data) {
         bail!(
             "re-identification needs --data to be a CSV list with `{query_column}` and \
              `{gallery_column}` columns; {} is not a CSV list",
@@ -136,10 +144,22 @@ pub fn reid_columns(
     let mut names = vec![query_column, gallery_column];
     names.extend(group_column);
     let columns = read_columns(data, &names)?;
+    Ok(ReidTable {
+        data: data.to_path_buf(),
+        names: names.into_iter().map(str::to_owned).collect(),
+        columns,
+    })
+}
+
+/// The split of the embedded rows of `set` (the images of `table`'s CSV list): a value that is
+/// not yes/no, or no query or no gallery image, is an error naming the file.
+pub fn reid_columns(table: &ReidTable, set: &ImageSet, embedded: &Embedded) -> Result<ReidColumns> {
+    let (data, names, columns) = (&table.data, &table.names, &table.columns);
+    let (query_column, gallery_column) = (&names[0], &names[1]);
     let mut out = ReidColumns {
         is_query: Vec::with_capacity(embedded.indices.len()),
         is_gallery: Vec::with_capacity(embedded.indices.len()),
-        groups: group_column.map(|_| Vec::with_capacity(embedded.indices.len())),
+        groups: (names.len() > 2).then(|| Vec::with_capacity(embedded.indices.len())),
     };
     let mut group_ids = HashMap::<String, usize>::new();
     for &i in &embedded.indices {

@@ -12,8 +12,8 @@ use serde_json::json;
 use triplet_loss::Distance;
 
 use super::applications::{
-    Group, PairsSource, choose_shown, has_columns, is_csv_list, pairs_from_labels, pairs_of_file,
-    reid_columns, score_pairs, thumb,
+    Group, PairsSource, choose_shown, has_columns, pairs_from_labels, pairs_of_file,
+    read_reid_table, reid_columns, score_pairs, thumb,
 };
 use super::clustering::{Clustering, clustering};
 use super::embed::{EmbedOptions, Embedded, embed};
@@ -26,7 +26,6 @@ use super::reid::{Reid, Split, reid};
 use super::verification::{FAR_TARGETS, Verification, verification};
 use crate::config::toml_name;
 use crate::console::say;
-use crate::data::listing::read_columns;
 use crate::data::source::{self, ImageSet};
 use crate::device::Backend;
 use crate::files::{same_file, write_atomic};
@@ -253,19 +252,16 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
             groups.retain(|g| *g != Group::Verification);
         }
     }
-    if groups.contains(&Group::Reid) {
-        if !is_csv_list(&o.data) {
-            bail!(
-                "re-identification needs --data to be a CSV list with `{}` and `{}` columns;                  {} is not a CSV list",
-                o.query_column,
-                o.gallery_column,
-                o.data.display()
-            );
-        }
-        let mut names = vec![o.query_column.as_str(), o.gallery_column.as_str()];
-        names.extend(o.group_column.as_deref());
-        read_columns(&o.data, &names)?;
-    }
+    let reid_table = if groups.contains(&Group::Reid) {
+        Some(read_reid_table(
+            &o.data,
+            &o.query_column,
+            &o.gallery_column,
+            o.group_column.as_deref(),
+        )?)
+    } else {
+        None
+    };
     // The same images on both sides would make every query its own nearest neighbour.
     if let Some(reference) = &o.reference
         && queries_are_train
@@ -286,17 +282,9 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
 
     let started = Instant::now();
     let (query_set, q) = embed_set(&trained, queries)?;
-    let reid_split = if groups.contains(&Group::Reid) {
-        Some(reid_columns(
-            &o.data,
-            &query_set,
-            &q,
-            &o.query_column,
-            &o.gallery_column,
-            o.group_column.as_deref(),
-        )?)
-    } else {
-        None
+    let reid_split = match &reid_table {
+        Some(table) => Some(reid_columns(table, &query_set, &q)?),
+        None => None,
     };
     let refs = match references {
         Some((set, _, _)) => Some(embed_set(&trained, set)?),
