@@ -258,6 +258,15 @@ fn ranks_with(
     })
 }
 
+/// The mean of `f` over the counted queries; 0 when none is counted.
+pub(crate) fn mean_of<T>(counted: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    if counted.is_empty() {
+        0.0
+    } else {
+        counted.iter().map(f).sum::<f64>() / counted.len() as f64
+    }
+}
+
 /// Scores one query from the relevance of its ranked neighbours (nearest first, at least
 /// `min(r, available)` of them) and its number `r ≥ 1` of relevant references.
 fn score(relevant: impl Iterator<Item = bool>, r: usize) -> QueryScore {
@@ -369,13 +378,7 @@ pub fn retrieval_per_query(
     let per_query: Vec<Option<f64>> = scores.iter().map(|s| s.map(|s| s.full_map)).collect();
     let counted: Vec<QueryScore> = scores.into_iter().flatten().collect();
     let n = counted.len();
-    let mean = |f: &dyn Fn(&QueryScore) -> f64| {
-        if n == 0 {
-            0.0
-        } else {
-            counted.iter().map(f).sum::<f64>() / n as f64
-        }
-    };
+    let mean = |f: &dyn Fn(&QueryScore) -> f64| mean_of(&counted, f);
     let r = Retrieval {
         precision_at_1: mean(&|s| s.p1),
         r_precision: mean(&|s| s.rp),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use triplet_loss::Distance;
 
 use super::knn::{KnnError, for_each_row};
-use super::metrics::ranks;
+use super::metrics::{Ranks, mean_of, ranks};
 
 /// The k of the CMC ranks reported.
 pub const CMC_AT: [usize; 3] = [1, 5, 10];
@@ -110,13 +110,7 @@ pub fn reid(
     })?;
     let counted: Vec<_> = per_query.into_iter().flatten().collect();
     let c = counted.len();
-    let mean = |f: &dyn Fn(&super::metrics::Ranks) -> f64| {
-        if c == 0 {
-            0.0
-        } else {
-            counted.iter().map(f).sum::<f64>() / c as f64
-        }
-    };
+    let mean = |f: &dyn Fn(&Ranks) -> f64| mean_of(&counted, f);
     let cmc = |k: usize| mean(&|r| f64::from(u8::from(r.first < k)));
     Ok(Reid {
         cmc_rank_1: cmc(CMC_AT[0]),
