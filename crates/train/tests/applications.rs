@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 mod common;
 
-use common::{ok, read_json, run, text};
+use common::{fails_with_one_line, ok, read_json};
 use triplet_loss::Distance;
 use triplet_train::eval::clustering::clustering;
 use triplet_train::eval::reid::{Split, reid};
@@ -717,15 +717,6 @@ fn application_mistakes_get_one_clear_message() {
     ];
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let result = run(&args);
-        let stderr = text(&result.stderr);
-        assert!(!result.status.success(), "{args:?} should fail");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
-        assert_eq!(lines.len(), 1, "{args:?}: one line, got {stderr}");
-        assert!(
-            lines[0].starts_with("error:") && lines[0].contains(&expected),
-            "{args:?}: expected `{expected}` in {stderr}"
-        );
+        fails_with_one_line(&args, &expected);
     }
 }

@@ -11,7 +11,7 @@ mod common;
 
 use burn::module::Module;
 use burn::prelude::*;
-use common::{ok, read_json, run, text, triplet};
+use common::{fails_with_one_line, ok, read_json, run, text, triplet};
 use triplet_model::{EmbeddingModelConfig, SmallCnnConfig};
 
 /// `triplet train --config CONFIG --data DATA --out OUT EXTRA…`
@@ -936,16 +936,7 @@ fn eval_mistakes_get_one_clear_message() {
         (vec!["export", "--checkpoint", o, "--out", e], "is a folder"),
     ];
     for (args, expected) in cases {
-        let result = run(&args);
-        let stderr = text(&result.stderr);
-        assert!(!result.status.success(), "{args:?} should fail");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
-        assert_eq!(lines.len(), 1, "{args:?}: one line, got {stderr}");
-        assert!(
-            lines[0].starts_with("error:") && lines[0].contains(expected),
-            "{args:?}: expected `{expected}` in {stderr}"
-        );
+        fails_with_one_line(&args, expected);
     }
 }
 

@@ -37,6 +37,21 @@ pub fn ok(args: &[&str]) -> String {
     stdout
 }
 
+/// Runs `triplet ARGS…` and asserts it fails with exactly one `error:` line on stderr that
+/// contains `expected`, and no panic.
+pub fn fails_with_one_line(args: &[&str], expected: &str) {
+    let result = run(args);
+    let stderr = text(&result.stderr);
+    assert!(!result.status.success(), "{args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one line, got {stderr}");
+    assert!(
+        lines[0].starts_with("error:") && lines[0].contains(expected),
+        "{args:?}: expected `{expected}` in {stderr}"
+    );
+}
+
 /// A JSON file, parsed.
 pub fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
