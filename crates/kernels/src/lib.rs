@@ -33,6 +33,7 @@ mod burn_conv;
 mod burn_norm;
 mod burn_pool;
 mod conv;
+mod conv_backward;
 mod im2col;
 #[allow(unsafe_code)]
 pub mod matmul;
@@ -192,7 +193,7 @@ pub fn conv2d_backward_input(shape: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mu
     check_len(OP, "dy", dy.len(), shape.output_len(), shape);
     check_len(OP, "w", w.len(), shape.weight_len(), shape);
     check_len(OP, "dx", dx.len(), shape.input_len(), shape);
-    conv::backward_input(&g, dy, w, dx);
+    conv_backward::backward_input(&g, dy, w, dx);
 }
 
 /// Weight gradient `dw[co, ci, kh, kw] = sum_{n,oh,ow} dy[n, co, oh, ow] * x[n, ci, ih, iw]`, and
@@ -215,5 +216,5 @@ pub fn conv2d_backward_weight(
     if let Some(b) = db.as_deref() {
         check_len(OP, "db", b.len(), shape.out_channels, shape);
     }
-    conv::backward_weight(&g, x, dy, dw, db);
+    conv_backward::backward_weight(&g, x, dy, dw, db);
 }

@@ -72,10 +72,17 @@ impl<B: Backend + PairGradBackend, C: CheckpointStrategy> PairGradBackend for Au
     }
 }
 
-/// Whether `device`'s backend is one the extension was compiled for. `TRIPLET_LOSS_FUSED=0`
-/// turns the fused path off, so that one benchmark binary measures both.
+/// Whether `TRIPLET_LOSS_FUSED=0` turned the fused path off, so that one benchmark binary
+/// measures both: read once per process, not on every forward.
+pub(crate) fn switched_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("TRIPLET_LOSS_FUSED").is_some_and(|v| v == "0"))
+}
+
+/// Whether `device`'s backend is one the extension was compiled for, unless
+/// `TRIPLET_LOSS_FUSED=0` ([`switched_off`]).
 pub(crate) fn supported(device: &Device) -> bool {
-    if std::env::var_os("TRIPLET_LOSS_FUSED").is_some_and(|v| v == "0") {
+    if switched_off() {
         return false;
     }
     match device.clone().inner().as_dispatch() {
