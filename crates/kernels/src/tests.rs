@@ -73,14 +73,31 @@ fn reference(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> Re
     r
 }
 
-/// max |got - want| / max(max |want|, tiny)
+/// The larger of two, NaN when either is (`f64::max` drops a NaN: `m.max(NaN) == m`).
+fn nan_max(m: f64, v: f64) -> f64 {
+    if m.is_nan() || v.is_nan() {
+        f64::NAN
+    } else {
+        m.max(v)
+    }
+}
+
+/// max |got - want| / max(max |want|, tiny); NaN when any value is NaN, so that no
+/// `< tolerance` check passes it.
 fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    let scale = nan_max(want.iter().fold(0.0f64, |m, v| nan_max(m, v.abs())), 1e-30);
     got.iter()
         .zip(want)
-        .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()))
+        .fold(0.0f64, |m, (g, w)| nan_max(m, (*g as f64 - w).abs()))
         / scale
+}
+
+#[test]
+fn a_nan_is_never_within_tolerance() {
+    assert!(rel_err(&[1.0, f32::NAN], &[1.0, 2.0]).is_nan());
+    assert!(rel_err(&[1.0, 2.0], &[f64::NAN, 2.0]).is_nan());
+    assert_eq!(rel_err(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
 }
 
 /// Runs the three ops on random data and returns the relative errors [y, dx, dw, db].

@@ -40,14 +40,32 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
-/// Largest difference relative to the largest |reference|.
+/// The larger of two, NaN when either is (`f32::max` drops a NaN: `m.max(NaN) == m`, so a
+/// NaN in a kernel's output would pass every `< tolerance` check).
+fn nan_max(m: f32, v: f32) -> f32 {
+    if m.is_nan() || v.is_nan() {
+        f32::NAN
+    } else {
+        m.max(v)
+    }
+}
+
+/// Largest difference relative to the largest |reference|; NaN when any value is NaN.
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+    let scale = want.iter().fold(1e-12f32, |m, v| nan_max(m, v.abs()));
     got.iter()
         .zip(want)
-        .fold(0f32, |m, (g, w)| m.max((g - w).abs()))
+        .fold(0f32, |m, (g, w)| nan_max(m, (g - w).abs()))
         / scale
+}
+
+#[test]
+fn a_nan_is_never_within_tolerance() {
+    assert!(rel_err(&[1.0, f32::NAN], &[1.0, 2.0]).is_nan());
+    assert!(rel_err(&[1.0, 2.0], &[f32::NAN, 2.0]).is_nan());
+    assert!(rel_err(&[1.0, 2.0], &[1.0, 2.5]) > 0.1);
+    assert_eq!(rel_err(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
 }
 
 /// Output, and the input, weight and bias gradients of `Σ y·r`, by `forward`.

@@ -265,3 +265,50 @@ fn a_batch_larger_than_the_memory_is_refused() {
     let y = Tensor::<1, Int>::from_data([1, 1, 2], &device);
     memory.forward(&loss, x, y);
 }
+
+/// The crate's published requirements: a project depending on `triplet-loss` must be able to
+/// take a patch release of Burn or CubeCL beside it, so no dependency is pinned with `=`.
+#[test]
+fn dependencies_are_caret_requirements() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("the crate's manifest");
+    let mut section = String::new();
+    let mut checked = 0;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        if section != "[dependencies]" || line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        assert!(
+            !line.contains("\"="),
+            "a pinned requirement in [dependencies]: {line}"
+        );
+        assert!(
+            !line.contains("workspace = true") || line.starts_with("thiserror"),
+            "{line}: the workspace pins Burn with `=`; give the crate's own caret requirement"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "read the [dependencies] section ({checked} lines)"
+    );
+}
+
+/// The tests' tolerance checks fold errors and scales with `common::nan_max`: a NaN there must
+/// fail the check, which `f64::max` (dropping the NaN) would not.
+#[test]
+fn the_tests_scales_keep_a_nan() {
+    assert!(common::nan_max(1.0, f64::NAN).is_nan());
+    assert!(common::nan_max(f64::NAN, 0.0).is_nan());
+    let worst = common::nan_max(0.0, f64::NAN);
+    assert_eq!(
+        worst.partial_cmp(&1e-3),
+        None,
+        "a NaN is never within tolerance"
+    );
+    assert_eq!(common::nan_max(1.0, 2.0), 2.0);
+}

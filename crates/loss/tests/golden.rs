@@ -54,7 +54,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::{close, to_matrix, to_vec};
+use common::{close, nan_max, to_matrix, to_vec};
 use serde::Deserialize;
 use triplet_loss::{
     CrossBatchMemory, CrossBatchMemoryConfig, Distance, Mining, MiningStats, Reduction, References,
@@ -164,7 +164,10 @@ fn check_case(
     );
     if device.is_autodiff() {
         let got = to_matrix(x.grad(&out.loss.backward()).unwrap());
-        let scale = grad.iter().flatten().fold(0.0f64, |m, g| m.max(g.abs()));
+        let scale = grad
+            .iter()
+            .flatten()
+            .fold(0.0f64, |m, g| nan_max(m, g.abs()));
         for (i, (g, w)) in got.iter().flatten().zip(grad.iter().flatten()).enumerate() {
             assert!(
                 (g - w).abs() <= 1e-4 * scale + 1e-7,
@@ -311,7 +314,10 @@ fn check_value_and_grad(name: &str, loss: Tensor<1>, x: &Tensor<2>, want: (f64, 
 
 fn check_grad(name: &str, x: &Tensor<2>, grads: &burn::tensor::Gradients, want: &[Vec<f64>]) {
     let got = to_matrix(x.grad(grads).expect("a gradient"));
-    let scale = want.iter().flatten().fold(0.0f64, |m, g| m.max(g.abs()));
+    let scale = want
+        .iter()
+        .flatten()
+        .fold(0.0f64, |m, g| nan_max(m, g.abs()));
     for (i, (g, w)) in got.iter().flatten().zip(want.iter().flatten()).enumerate() {
         assert!(
             (g - w).abs() <= 1e-4 * scale + 1e-7,

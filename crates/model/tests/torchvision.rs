@@ -313,11 +313,17 @@ fn check(f: &Fixture, weights: &Path, device: &Device) {
         .mean_dim(3)
         .mean_dim(2);
     let features = rows(features.flatten(1, 3));
-    let scale = f
-        .features
-        .iter()
-        .flatten()
-        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let scale = f.features.iter().flatten().fold(0.0f64, |m, v| {
+        if m.is_nan() || v.is_nan() {
+            f64::NAN
+        } else {
+            m.max(v.abs())
+        }
+    });
+    assert!(
+        !scale.is_nan(),
+        "{arch} {format}: torchvision's features hold a NaN"
+    );
     for (i, (got, want)) in features.iter().zip(&f.features).enumerate() {
         assert_eq!(got.len(), want.len());
         for (c, (g, w)) in got.iter().zip(want).enumerate() {

@@ -452,6 +452,16 @@ pub fn setups() -> Vec<Setup> {
     out
 }
 
+/// The larger of two, NaN when either is: `f64::max` drops a NaN (`m.max(NaN) == m`), so a
+/// scale or worst error folded with it would pass a NaN by.
+pub fn nan_max(m: f64, v: f64) -> f64 {
+    if m.is_nan() || v.is_nan() {
+        f64::NAN
+    } else {
+        m.max(v)
+    }
+}
+
 pub fn close(got: f64, want: f64, rel: f64, abs: f64) -> bool {
     (got - want).abs() <= abs + rel * want.abs()
 }

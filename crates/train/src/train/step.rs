@@ -160,7 +160,7 @@ pub(crate) fn settle_running_stats(model: &EmbeddingModel) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::embed::model_device;
+    use crate::embed::model_device;
     use burn::module::{ModuleVisitor, Param};
     use triplet_loss::{Mining, TripletLossConfig, TripletOutput};
     use triplet_model::{EmbeddingHeadConfig, EmbeddingModelConfig, SmallCnnConfig};
@@ -348,7 +348,14 @@ mod tests {
         assert_eq!(stats.triplets, triplets);
         let got = flat(&model, &grads);
         assert_eq!(got.len(), want_grads.len());
-        let scale = want_grads.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // NaN-aware: `m.max(NaN)` would drop a NaN gradient from the scale.
+        let scale = want_grads.iter().fold(0f32, |m, v| {
+            if m.is_nan() || v.is_nan() {
+                f32::NAN
+            } else {
+                m.max(v.abs())
+            }
+        });
         assert!(scale > 0.0);
         for (g, w) in got.iter().zip(&want_grads) {
             assert!((g - w).abs() <= 1e-5 * scale, "{g} vs {w}");
