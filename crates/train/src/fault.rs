@@ -1,9 +1,11 @@
-//! Named kill points for the resume tests: a debug build started with
-//! `TRIPLET_KILL_AT=NAME` (or `NAME:N`) kills itself with SIGKILL the first (or N-th) time it
-//! reaches [`point`]`(NAME)`, so a test can interrupt a run in every phase (mid-step, while a
-//! checkpoint is written, during validation, the final save, evaluation, plots) as a real
-//! `kill -9` would, at an exact place instead of a random moment. Release builds ignore the
-//! variable: the points compile to one branch on a constant.
+//! Named kill points for the resume tests: a build made for the tests (cargo feature
+//! `kill-points`, which the crate's own dev-dependency on itself turns on, so `cargo test`
+//! builds the binary with it and `cargo build`, `cargo run` and `cargo install` without)
+//! started with `TRIPLET_KILL_AT=NAME` (or `NAME:N`) kills itself with SIGKILL the first (or
+//! N-th) time it reaches [`point`]`(NAME)`, so a test can interrupt a run in every phase
+//! (mid-step, while a checkpoint is written, during validation, the final save, evaluation,
+//! plots) as a real `kill -9` would, at an exact place instead of a random moment. Other builds
+//! ignore the variable: the points compile to nothing ([`ENABLED`] is a constant).
 //!
 //! The points, in the order a run meets them: `step` (after the backward pass, before the
 //! optimiser step), `checkpoint-files` (a checkpoint's model written into its temporary
@@ -15,6 +17,9 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Whether this build has the kill points (feature `kill-points`: builds made for the tests).
+pub const ENABLED: bool = cfg!(feature = "kill-points");
 
 /// The kill point asked for: its name and the hit that kills.
 fn target() -> Option<&'static (String, u64)> {
@@ -32,10 +37,10 @@ fn target() -> Option<&'static (String, u64)> {
         .as_ref()
 }
 
-/// Marks the kill point `name`: see the module docs. Does nothing in release builds or when
-/// `TRIPLET_KILL_AT` names another point.
+/// Marks the kill point `name`: see the module docs. Does nothing in builds not made for the
+/// tests or when `TRIPLET_KILL_AT` names another point.
 pub fn point(name: &str) {
-    if !cfg!(debug_assertions) {
+    if !ENABLED {
         return;
     }
     let Some((wanted, at)) = target() else {

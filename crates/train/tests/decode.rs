@@ -51,6 +51,12 @@ fn formats_and_layouts_decode_to_the_model_channels() {
             ImageFormat::Png,
         ),
         ("rgb.webp", rgb.clone(), ImageFormat::WebP),
+        // Scanned archives and microscopy keep TIFF; GIF, PNM and TGA are read too.
+        ("rgb.gif", rgb.clone(), ImageFormat::Gif),
+        ("rgb.tif", rgb.clone(), ImageFormat::Tiff),
+        ("rgb.tiff", rgb.clone(), ImageFormat::Tiff),
+        ("rgb.ppm", rgb.clone(), ImageFormat::Pnm),
+        ("rgb.tga", rgb.clone(), ImageFormat::Tga),
     ];
     for (name, img, format) in cases {
         let path = dir.path().join(name);

@@ -53,6 +53,32 @@ fn folder_per_class_with_skips() {
     assert_eq!(index.empty_classes, ["empty"]);
 }
 
+/// Every format photos and scans are kept in is listed as an image, whatever the case of its
+/// extension; anything else is skipped and named.
+#[test]
+fn every_image_format_users_keep_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let names = [
+        "a.png", "b.jpg", "c.JPEG", "d.bmp", "e.webp", "f.gif", "g.tif", "h.TIFF", "i.pbm",
+        "j.pgm", "k.ppm", "l.pnm", "m.tga",
+    ];
+    for class in ["x", "y"] {
+        for n in names {
+            touch(&root.join(class).join(n));
+        }
+    }
+    touch(&root.join("x/readme.md"));
+    let index = Listing::from_folder(root).unwrap();
+    assert_eq!(index.samples.len(), 2 * names.len());
+    assert_eq!(index.skipped_files, [root.join("x/readme.md")]);
+    assert_eq!(
+        triplet_train::data::listing::IMAGE_EXTENSIONS.len(),
+        13,
+        "the README lists each"
+    );
+}
+
 #[test]
 fn fewer_than_two_classes_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

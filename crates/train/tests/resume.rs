@@ -434,6 +434,48 @@ fn kills_resume_exactly_for_resnets_bf16_and_replicas() {
 /// aside, and resumes from the checkpoint before it to the same end as an uninterrupted run;
 /// `eval` and `embed` of the run folder pass over a damaged best checkpoint the same way; when
 /// nothing is intact, one error says so.
+/// A job scheduler re-runs the same command after a preemption: a run killed before its
+/// first checkpoint (its config written, some steps logged) is started again from step 0 by
+/// `--resume`, and ends as the uninterrupted run does.
+#[test]
+fn a_run_killed_before_its_first_checkpoint_resumes_from_step_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    image_folder(&data);
+    let config = tmp.path().join("run.toml");
+    fs::write(&config, CONFIG.replace("epochs = 4", "epochs = 1")).unwrap();
+    let straight = tmp.path().join("straight");
+    run(&config, &data, &straight, &[], &[]);
+    let killed = tmp.path().join("killed");
+    let mut cmd = triplet();
+    cmd.args(["train", "--config", config.to_str().unwrap()])
+        .args(["--data", data.to_str().unwrap()])
+        .args(["--out", killed.to_str().unwrap()])
+        .env("TRIPLET_KILL_AT", "step:2");
+    assert_eq!(cmd.output().unwrap().status.signal(), Some(9));
+    assert!(killed.join("config.toml").is_file());
+    assert!(!killed.join("checkpoints").join("latest").exists());
+    let resume = || {
+        triplet()
+            .args(["train", "--resume", "--data", data.to_str().unwrap()])
+            .args(["--out", killed.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let output = resume();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains("no checkpoint yet") && stdout.contains("from step 0"),
+        "{stdout}"
+    );
+    assert_same_run(&straight, &killed, &data);
+    // And the same command again resumes the finished run from its last checkpoint.
+    let again = resume();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("resuming from"));
+}
+
 #[test]
 fn a_damaged_checkpoint_is_passed_over() {
     let tmp = tempfile::tempdir().unwrap();

@@ -252,6 +252,14 @@ impl RunDir {
     pub fn holds_checkpoint(&self) -> Result<bool> {
         Ok(!list(&self.checkpoints())?.is_empty())
     }
+
+    /// Whether the run was started (its `config.toml` is there) but stopped before its first
+    /// checkpoint: no checkpoint folder at all, complete or damaged. `--resume` starts such a
+    /// run from step 0 with its saved config.
+    pub fn started_without_checkpoint(&self) -> Result<bool> {
+        let root = self.checkpoints();
+        Ok(self.config_file().is_file() && step_folders(&root)?.is_empty())
+    }
 }
 
 /// The checkpoint folder `checkpoints/<pointer>` names (`best` or `latest`), if complete.

@@ -40,7 +40,17 @@ pub fn resolve(options: &TrainOptions) -> Result<Resolved> {
     let run = RunDir::new(&options.out);
 
     // The run's config and position: fresh, or from the latest checkpoint.
-    let (mut config, resumed) = if options.resume {
+    let (mut config, resumed) = if options.resume && run.started_without_checkpoint()? {
+        // Killed before its first checkpoint (a preempted job re-runs the same command):
+        // nothing to go on from, so the run starts over, with the config it was started with.
+        let config = ExperimentConfig::load(&run.config_file())?;
+        say(&format!(
+            "{} holds the run's config but no checkpoint yet (it stopped before the first): \
+             starting it again from step 0 with that config",
+            run.path().display()
+        ));
+        (config, None)
+    } else if options.resume {
         let resumable = run.load_resumable(decodes)?;
         let ckpt = resumable.checkpoint;
         for (dir, why, aside) in &resumable.damaged {
