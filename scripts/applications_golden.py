@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Golden numbers for the application metrics (clustering, verification, re-identification), for
-the Rust tests that read crates/train/tests/fixtures/applications_golden.json.
+the Rust tests that read crates/metrics/tests/fixtures/applications_golden.json.
 
 Every value comes from scikit-learn where it has the metric, and every one is recomputed inside
 this script by a second, independent implementation (brute-force numpy / pure Python); any
@@ -64,7 +64,7 @@ our value rounded to float32, and mAP to 1e-12. The metrics must also come out t
 float32 distances (two formulas), so the fixture does not depend on the Rust side's precision;
 the tie case must actually depend on the index tie rule.
 
-Usage: python scripts/applications_golden.py > crates/train/tests/fixtures/applications_golden.json
+Usage: python scripts/applications_golden.py > crates/metrics/tests/fixtures/applications_golden.json
 Needs: scripts/requirements.txt (numpy 2.4.6, scikit-learn 1.9.1 with its scipy).
 """
 import json

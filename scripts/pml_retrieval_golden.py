@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Golden retrieval metrics from pytorch-metric-learning's AccuracyCalculator, for
-crates/train/tests/retrieval_golden.rs.
+crates/metrics/tests/retrieval_golden.rs.
 
 Metrics (definitions of Musgrave et al., "A Metric Learning Reality Check", PML's names):
 precision_at_1, r_precision, mean_average_precision_at_r, plus recall_at_1/2/4/8 (Recall@K: the
@@ -42,7 +42,7 @@ Embeddings are drawn as float32 (so the Rust side sees exactly the same numbers)
 small integers (exact in float32, also for |q|^2+|r|^2-2q.r, and cosine ties only between parallel
 power-of-two multiples, orthogonal or sign-symmetric vectors, which tie under any formula).
 
-Usage: python scripts/pml_retrieval_golden.py > crates/train/tests/fixtures/retrieval_golden.json
+Usage: python scripts/pml_retrieval_golden.py > crates/metrics/tests/fixtures/retrieval_golden.json
 Needs: scripts/requirements.txt (torch 2.15.0, pytorch-metric-learning 2.9.0).
 """
 import json

@@ -18,8 +18,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use triplet_loss::Distance;
-use triplet_train::eval::knn::for_each_ranked;
-use triplet_train::eval::metrics::retrieval;
+use triplet_metrics::knn::for_each_ranked;
+use triplet_metrics::{Rows, retrieval};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
@@ -97,29 +97,15 @@ pub fn main() {
         qs[0], rs[0]
     );
     // Warm-up (kernel set-up, page faults).
-    for_each_ranked(
-        &q,
-        Some(&r),
-        dim,
-        1,
-        Distance::Euclidean,
-        &device,
-        |_, _| (),
-    )
-    .unwrap();
+    let (q, r) = (Rows::new(&q, dim), Rows::new(&r, dim));
+    for_each_ranked(q, Some(r), 1, Distance::Euclidean, &device, |_, _| ()).unwrap();
     for k in [0usize, 1, 8, 6000] {
         let n = if k >= 1000 { large } else { repeats };
         let mut p1 = 0.0;
         let (median, min) = timed(n, || {
-            let hits = for_each_ranked(
-                &q,
-                Some(&r),
-                dim,
-                k,
-                Distance::Euclidean,
-                &device,
-                |i, ranked| u8::from(ranked.first().is_some_and(|&j| rl[j as usize] == ql[i])),
-            )
+            let hits = for_each_ranked(q, Some(r), k, Distance::Euclidean, &device, |i, ranked| {
+                u8::from(ranked.first().is_some_and(|&j| rl[j as usize] == ql[i]))
+            })
             .unwrap();
             p1 = hits.iter().map(|&h| f64::from(h)).sum::<f64>() / hits.len() as f64;
         });
@@ -130,8 +116,7 @@ pub fn main() {
     }
     let mut metrics = None;
     let (median, min) = timed(large, || {
-        metrics =
-            Some(retrieval(&q, &ql, Some((&r, &rl)), dim, Distance::Euclidean, &device).unwrap());
+        metrics = Some(retrieval(q, &ql, Some((r, &rl)), Distance::Euclidean, &device).unwrap());
     });
     let m = metrics.unwrap();
     println!(

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Precision;
 use crate::device::Backend;
+use crate::eval::verification::PairsSource;
+use crate::eval::{DEFAULT_GALLERY_COLUMN, DEFAULT_QUERY_COLUMN, Group};
 
 /// Triplet: deep metric learning with triplet loss, on CPU or GPU.
 #[derive(Debug, Parser)]
@@ -53,9 +56,9 @@ pub struct EvalArgs {
     /// Where metrics.json (and the plots) go. Default: the run folder.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Device: flex (default, alias cpu), ndarray, wgpu, cuda; gpu = cuda if built, else wgpu.
-    #[arg(long, value_name = "NAME", default_value = "flex")]
-    pub backend: String,
+    /// `--backend`.
+    #[command(flatten)]
+    pub device: BackendArg,
     /// Also write embeddings_pca.png (a PCA map of the query embeddings by class) and, for a
     /// run, curves.png (loss, active triplets, validation MAP@R).
     #[arg(long)]
@@ -67,18 +70,18 @@ pub struct EvalArgs {
     /// verification (pairs: see --pairs), reid (query/gallery columns of a CSV --data). Default:
     /// retrieval, clustering and verification, and reid when --data is a CSV list with the
     /// query and gallery columns.
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    pub metrics: Option<Vec<String>>,
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_group)]
+    pub metrics: Option<Vec<Group>>,
     /// Verification pairs: a CSV `path_a,path_b,same` (paths relative to it; same is 1 or 0),
     /// `all` pairs of the queries, or a number of pairs drawn from the queries' labels, half of
     /// them same-class (as LFW's).
-    #[arg(long, value_name = "FILE|all|N", default_value = "6000")]
-    pub pairs: String,
+    #[arg(long, value_name = "FILE|all|N", default_value = "6000", value_parser = PairsSource::parse)]
+    pub pairs: PairsSource,
     /// Column of a CSV --data that marks re-identification queries (1/0, true/false).
-    #[arg(long, value_name = "NAME", default_value = crate::eval::command::DEFAULT_QUERY_COLUMN)]
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_QUERY_COLUMN)]
     pub query_column: String,
     /// Column of a CSV --data that marks the re-identification gallery.
-    #[arg(long, value_name = "NAME", default_value = crate::eval::command::DEFAULT_GALLERY_COLUMN)]
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_GALLERY_COLUMN)]
     pub gallery_column: String,
     /// Column of a CSV --data with a group per image, e.g. a camera id: re-identification
     /// leaves out a query's same-identity gallery images of its own group (Market-1501).
@@ -119,9 +122,9 @@ pub struct SearchArgs {
     /// Also write the results to this file: JSON when it ends in .json, else CSV.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Device: flex (default, alias cpu), ndarray, wgpu, cuda; gpu = cuda if built, else wgpu.
-    #[arg(long, value_name = "NAME", default_value = "flex")]
-    pub backend: String,
+    /// `--backend`.
+    #[command(flatten)]
+    pub device: BackendArg,
 }
 
 /// `triplet embed`.
@@ -140,9 +143,9 @@ pub struct EmbedArgs {
     /// that made them, which `triplet search --gallery DIR` checks).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Device: flex (default, alias cpu), ndarray, wgpu, cuda; gpu = cuda if built, else wgpu.
-    #[arg(long, value_name = "NAME", default_value = "flex")]
-    pub backend: String,
+    /// `--backend`.
+    #[command(flatten)]
+    pub device: BackendArg,
     /// Only these classes (comma-separated names).
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
@@ -179,10 +182,9 @@ pub struct TrainArgs {
     /// Run folder: checkpoints, metrics.jsonl, the config and the final model.
     #[arg(long, value_name = "DIR", default_value = "runs/latest")]
     pub out: PathBuf,
-    /// Device: flex (default, alias cpu), ndarray, wgpu, cuda (feature `cuda`); gpu = cuda if
-    /// built with it, else wgpu.
-    #[arg(long, value_name = "NAME", default_value = "flex")]
-    pub backend: String,
+    /// `--backend`.
+    #[command(flatten)]
+    pub device: BackendArg,
     /// Continue the run in `--out` from its latest checkpoint, with its saved config.
     #[arg(long)]
     pub resume: bool,
@@ -193,8 +195,8 @@ pub struct TrainArgs {
     pub pretrained: Option<PathBuf>,
     /// Float type to train in: f32, f16 or bf16 (half precision where the device supports it).
     /// Overrides `train.precision`; not with `--resume`.
-    #[arg(long, value_name = "NAME")]
-    pub precision: Option<String>,
+    #[arg(long, value_name = "NAME", value_parser = parse_precision)]
+    pub precision: Option<Precision>,
     /// Data-parallel training over several devices of `--backend`, by index: `0,1` for two GPUs.
     /// Each device gets a replica and whole classes of every P×K batch (P/n classes each, so P
     /// must be at least 2 per device); gradients are averaged on the first. A repeated index
@@ -203,9 +205,36 @@ pub struct TrainArgs {
     pub devices: Vec<usize>,
 }
 
-impl TrainArgs {
-    /// The backend named by `--backend`.
-    pub fn backend(&self) -> Result<Backend, String> {
-        self.backend.parse()
+/// `--backend`, declared once for every command that runs a model.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct BackendArg {
+    /// Device: flex (default, alias cpu), ndarray, wgpu, cuda (cargo feature `cuda`); gpu =
+    /// cuda if built with it, else wgpu.
+    #[arg(long = "backend", value_name = "NAME", default_value = "flex", value_parser = parse_backend)]
+    pub backend: Backend,
+}
+
+impl Command {
+    /// The backend the command runs on (`None`: `export`, which reads on the host).
+    pub fn backend(&self) -> Option<Backend> {
+        match self {
+            Command::Train(a) => Some(a.device.backend),
+            Command::Eval(a) => Some(a.device.backend),
+            Command::Search(a) => Some(a.device.backend),
+            Command::Embed(a) => Some(a.device.backend),
+            Command::Export(_) => None,
+        }
     }
+}
+
+fn parse_backend(name: &str) -> Result<Backend, String> {
+    name.parse()
+}
+
+fn parse_group(name: &str) -> Result<Group, String> {
+    name.parse()
+}
+
+fn parse_precision(name: &str) -> Result<Precision, String> {
+    name.parse()
 }

@@ -1,14 +1,19 @@
 //! The `triplet` command-line tool as a library: data sources and the streaming loader, P×K
-//! sampling, the experiment config, training with checkpoints and resume, retrieval metrics,
-//! evaluation, embedding export and plots.
+//! sampling, the experiment config, training with checkpoints and resume, evaluation, search,
+//! embedding export and plots. The metrics themselves (retrieval, clustering, verification,
+//! re-identification, nearest neighbours over rows of vectors) are the `triplet-metrics` crate.
 //!
 //! `main.rs` only parses the command line and calls [`run()`]. The modules, from the top down:
-//! - [`train`] (`triplet train`) and [`eval`] (`eval`, `search`, `embed`, `export`), the commands; training
-//!   validates with evaluation's embedding and metrics, evaluation never reaches into training;
-//! - [`run`](mod@run): the run folder both of them read and write (checkpoints, `metrics.jsonl`, the
-//!   trained model);
+//! - the commands, one module each: [`train`] (`triplet train`), [`eval`] (`triplet eval`, in
+//!   named stages), [`search`], [`embed`] (`triplet embed`, and the embedding of image sets the
+//!   others share) and [`export`]; training validates with the embedding and the metrics,
+//!   no command reaches into another;
+//! - [`plot`]: the figures (PCA map, retrievals, ROC, training curves);
+//! - [`run`](mod@run): the run folder the commands read and write (checkpoints,
+//!   `metrics.jsonl`, the trained model);
 //! - [`data`]: sources, splits, the sampler, the transform and the loader;
-//! - [`config`], [`device`], and the utilities [`console`], [`files`], [`memory`], [`fault`].
+//! - [`cli`], [`config`], [`device`], and the utilities [`console`], [`files`], [`memory`],
+//!   [`fault`].
 #![deny(missing_docs)]
 
 pub mod cli;
@@ -16,11 +21,15 @@ pub mod config;
 pub mod console;
 pub mod data;
 pub mod device;
+pub mod embed;
 pub mod eval;
+pub mod export;
 pub mod fault;
 pub mod files;
 pub mod memory;
+pub mod plot;
 pub mod run;
+pub mod search;
 pub mod train;
 
 use anyhow::Result;
@@ -32,13 +41,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => {
             train::train(train::TrainOptions {
-                backend: args.backend().map_err(anyhow::Error::msg)?,
-                precision: args
-                    .precision
-                    .as_deref()
-                    .map(str::parse)
-                    .transpose()
-                    .map_err(anyhow::Error::msg)?,
+                backend: args.device.backend,
+                precision: args.precision,
                 config: args.config,
                 data: args.data,
                 epochs: args.epochs,
@@ -47,61 +51,46 @@ pub fn run(cli: Cli) -> Result<()> {
                 pretrained: args.pretrained,
                 devices: args.devices,
             })?;
-            Ok(())
         }
         Command::Eval(args) => {
-            let backend = args.backend.parse().map_err(anyhow::Error::msg)?;
-            let metrics = args
-                .metrics
-                .map(|list| {
-                    list.iter()
-                        .map(|g| g.parse::<eval::applications::Group>())
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            eval::command::eval(&eval::command::EvalOptions {
+            eval::eval(&eval::EvalOptions {
                 checkpoint: args.checkpoint,
                 data: args.data,
                 reference: args.reference,
                 out: args.out,
-                backend,
+                backend: args.device.backend,
                 plot: args.plot,
                 classes: args.classes,
-                metrics,
-                pairs: eval::applications::PairsSource::parse(&args.pairs)?,
+                metrics: args.metrics,
+                pairs: args.pairs,
                 query_column: args.query_column,
                 gallery_column: args.gallery_column,
                 group_column: args.group_column,
                 show: args.show.map(|n| n as usize),
                 seed: args.seed,
             })?;
-            Ok(())
         }
         Command::Search(args) => {
-            let backend = args.backend.parse().map_err(anyhow::Error::msg)?;
-            eval::search::search(&eval::search::SearchOptions {
+            search::search(&search::SearchOptions {
                 checkpoint: args.checkpoint,
                 gallery: args.gallery,
                 query: args.query,
                 k: args.k,
                 threshold: args.threshold,
                 out: args.out,
-                backend,
+                backend: args.device.backend,
             })?;
-            Ok(())
         }
         Command::Embed(args) => {
-            let backend = args.backend.parse().map_err(anyhow::Error::msg)?;
-            eval::command::embed_command(&eval::command::EmbedCommand {
+            embed::command::embed_command(&embed::command::EmbedCommand {
                 checkpoint: args.checkpoint,
                 data: args.data,
                 out: args.out,
-                backend,
+                backend: args.device.backend,
                 classes: args.classes,
             })?;
-            Ok(())
         }
-        Command::Export(args) => eval::command::export(&args.checkpoint, &args.out),
+        Command::Export(args) => export::export(&args.checkpoint, &args.out)?,
     }
+    Ok(())
 }

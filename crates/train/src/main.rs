@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use triplet_train::cli::{Cli, Command};
+use clap::error::{Error, ErrorKind};
+use triplet_train::cli::Cli;
 use triplet_train::device::Backend;
 
 fn main() -> ExitCode {
@@ -29,7 +30,10 @@ fn main() -> ExitCode {
             eprintln!("error: internal error{place}: {message}");
         }));
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     default_device(&cli);
     match triplet_train::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -37,6 +41,22 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reports a command-line mistake as clap does (exit status 2), but a value clap's parser
+/// refused (`--backend tpu`, `--metrics speed`) in one line, as every other mistake: clap's
+/// first line already names the flag, the value and why.
+fn usage_error(error: &Error) -> ExitCode {
+    if matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        let rendered = error.render().to_string();
+        eprintln!("{}", rendered.lines().next().unwrap_or("error: bad value"));
+        ExitCode::from(2)
+    } else {
+        error.exit()
     }
 }
 
@@ -50,15 +70,8 @@ fn main() -> ExitCode {
 /// choose its default device; it has no other way to set it.
 #[allow(unsafe_code)]
 fn default_device(cli: &Cli) {
-    let name = match &cli.command {
-        Command::Train(args) => args.backend.as_str(),
-        Command::Eval(args) => args.backend.as_str(),
-        Command::Embed(args) => args.backend.as_str(),
-        Command::Search(args) => args.backend.as_str(),
-        Command::Export(_) => return,
-    };
-    let Ok(backend) = name.parse::<Backend>() else {
-        return; // reported as an error by the command itself
+    let Some(backend) = cli.command.backend() else {
+        return;
     };
     if backend == Backend::Cuda {
         let data_home = std::env::var_os("XDG_DATA_HOME")

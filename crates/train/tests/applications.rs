@@ -14,10 +14,9 @@ mod common;
 
 use common::{fails_with_one_line, ok, read_json};
 use triplet_loss::Distance;
-use triplet_train::eval::clustering::clustering;
-use triplet_train::eval::reid::{Split, reid};
-use triplet_train::eval::search::read_npy_f32;
-use triplet_train::eval::verification::verification;
+use triplet_metrics::verification::verification;
+use triplet_metrics::{Rows, Split, clustering, reid};
+use triplet_train::embed::files::{npy_f32, read_npy_f32};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-small/applications")
@@ -73,7 +72,8 @@ fn embedded(data: &Path) -> Embedding {
         "--out",
         s(&out),
     ]);
-    let (rows, dim, values) = read_npy_f32(&out.join("embeddings.npy")).unwrap();
+    let embeddings = read_npy_f32(&out.join("embeddings.npy")).unwrap();
+    let (rows, dim, values) = (embeddings.len(), embeddings.dim(), embeddings.values());
     let mut reader = csv::Reader::from_path(out.join("labels.csv")).unwrap();
     let labels: Vec<(PathBuf, String)> = reader
         .records()
@@ -161,7 +161,7 @@ fn eval_scores_clustering_verification_and_reid_like_the_library() {
         .collect();
     let rows: Vec<f32> = labels.iter().flat_map(|l| by_path[&l.0].clone()).collect();
 
-    let c = clustering(&rows, dim, &label_ids, 0);
+    let c = clustering(Rows::new(&rows, dim), &label_ids, 0);
     close("NMI", m["NMI"].as_f64().unwrap(), c.nmi);
     close("AMI", m["AMI"].as_f64().unwrap(), c.ami);
 
@@ -173,14 +173,13 @@ fn eval_scores_clustering_verification_and_reid_like_the_library() {
         .collect();
     let (is_query, is_gallery): (Vec<bool>, Vec<bool>) = meta.iter().map(|m| (m.1, m.2)).unzip();
     let r = reid(
-        &rows,
+        Rows::new(&rows, dim),
         &label_ids,
         Split {
             is_query: &is_query,
             is_gallery: &is_gallery,
             groups: Some(&cameras),
         },
-        dim,
         Distance::Euclidean,
         &triplet_train::device::host(),
     )
@@ -571,7 +570,7 @@ fn application_mistakes_get_one_clear_message() {
     fs::create_dir_all(&bad_embed).unwrap();
     fs::write(
         bad_embed.join("embeddings.npy"),
-        triplet_train::eval::export::npy_f32(&[0.0; 4], 1, 4),
+        npy_f32(Rows::new(&[0.0; 4], 4)),
     )
     .unwrap();
     fs::write(bad_embed.join("labels.csv"), "path\na.png\n").unwrap();
@@ -669,6 +668,14 @@ fn application_mistakes_get_one_clear_message() {
         ),
         (eval(&["--pairs", "1"]), "--pairs 1: draw 2 to".into()),
         (
+            eval(&["--metrics", "retrieval,speed"]),
+            "unknown metric group `speed`".into(),
+        ),
+        (
+            eval(&["--backend", "tpu"]),
+            "invalid value 'tpu' for '--backend <NAME>': unknown backend `tpu`".into(),
+        ),
+        (
             search(&["--query", s(&query), "--threshold", "-1"]),
             "--threshold -1: a distance threshold is a finite number".into(),
         ),
@@ -718,5 +725,80 @@ fn application_mistakes_get_one_clear_message() {
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         fails_with_one_line(&args, &expected);
+    }
+}
+
+/// The mode of a file, permission bits only.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Like `cp`: bare file names land in the working directory (their parent is the empty path),
+/// and every file written gets `0666` less the umask, so a teammate or a serving process under
+/// another user can read a model, its embeddings and the results.
+#[test]
+fn outputs_follow_the_working_directory_and_the_umask() {
+    let cwd = tempfile::tempdir().unwrap();
+    let images = fixture().join("images");
+    // Under umask 027 (group may read, others nothing), in a folder of its own.
+    let with_umask = |args: &[&str]| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 027 && exec \"$0\" \"$@\"")
+            .arg(common::triplet().get_program())
+            .args(args)
+            .current_dir(cwd.path())
+            .env_remove("TRIPLET_KILL_AT")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (common::text(&out.stdout), common::text(&out.stderr));
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        stdout
+    };
+    let model = s(trained());
+    with_umask(&[
+        "export",
+        "--checkpoint",
+        model,
+        "--out",
+        "model.safetensors",
+    ]);
+    assert_eq!(mode(&cwd.path().join("model.safetensors")), 0o640);
+    let query = images.join("7/0009.png");
+    with_umask(&[
+        "search",
+        "--checkpoint",
+        model,
+        "--gallery",
+        s(&images),
+        "--query",
+        s(&query),
+        "--out",
+        "results.csv",
+    ]);
+    assert_eq!(mode(&cwd.path().join("results.csv")), 0o640);
+    with_umask(&[
+        "embed",
+        "--checkpoint",
+        model,
+        "--data",
+        s(&images),
+        "--out",
+        "emb",
+    ]);
+    for file in ["embeddings.npy", "labels.csv", "embed.json", "vectors.tsv"] {
+        assert_eq!(mode(&cwd.path().join("emb").join(file)), 0o640, "{file}");
+    }
+    // The run folder's own files, written under this process's umask.
+    let probe = cwd.path().join("probe");
+    fs::write(&probe, b"x").unwrap();
+    let plain = mode(&probe);
+    for file in ["model.bpk", "config.toml", "checkpoints/latest"] {
+        assert_eq!(mode(&trained().join(file)), plain, "{file}");
     }
 }

@@ -469,7 +469,7 @@ fn backends_agree() {
             .iter()
             .zip(&other)
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+            .fold(0.0f32, common::nan_max);
         assert!(
             worst < 1e-3,
             "flex and {backend} differ by {worst} after 4 steps"

@@ -1,6 +1,7 @@
-//! Decoding one image file: PNG, JPEG, BMP or WebP; grey, grey+alpha, RGB, RGBA, 8- or 16-bit;
-//! converted to 1 or 3 channels, at its own size ([`decode_native`]) or resized
-//! ([`decode`]). Values are in `[0, 1]`, channels first. Cropping, resizing to the model's
+//! Decoding one image file: PNG, JPEG, BMP, WebP, GIF (its first frame), TIFF, Netpbm or TGA
+//! ([`IMAGE_EXTENSIONS`](super::listing::IMAGE_EXTENSIONS)); grey, grey+alpha, RGB, RGBA, 8- or
+//! 16-bit or float; converted to 1 or 3 channels, at its own size ([`decode_native`]) or
+//! resized ([`decode`]). Values are in `[0, 1]`, channels first. Cropping, resizing to the model's
 //! input, augmentation and normalisation come after ([`crate::data::augment`]), on the
 //! full-resolution image.
 //!

@@ -1,13 +1,21 @@
 //! Listing a dataset of image files as `(path, label)` pairs: from a folder with one sub-folder
-//! per class, or from a CSV list (`path,label`, paths relative to the CSV). Only paths and
-//! labels are held; images are decoded later, in the loader's workers. (`idx.rs` reads the
+//! per class, or from a CSV list (`path,label`, paths relative to the CSV, any other columns
+//! kept with each sample: re-identification's query and gallery flags, a camera, an id). Only
+//! paths, labels and those values are held; images are decoded later, in the loader's workers. (`idx.rs` reads the
 //! other kind of source, MNIST's IDX files, whose pixels are in the file itself.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// File extensions read as images (case-insensitive).
-pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "bmp", "webp"];
+use super::csv::{CsvError, CsvTable};
+
+/// File extensions read as images (case-insensitive): every format the `image` crate decodes
+/// that photos and scans are kept in (PNG, JPEG, BMP, WebP, GIF's first frame, TIFF, the
+/// Netpbm formats, TGA). HEIC, AVIF and camera RAW files are not read.
+pub const IMAGE_EXTENSIONS: [&str; 13] = [
+    "png", "jpg", "jpeg", "bmp", "webp", "gif", "tif", "tiff", "pbm", "pgm", "ppm", "pnm", "tga",
+];
 
 /// A dataset that cannot be listed, naming the file or folder.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +50,15 @@ pub enum ListingError {
     },
 }
 
+impl From<CsvError> for ListingError {
+    fn from(e: CsvError) -> Self {
+        match e {
+            CsvError::Io { path, source } => ListingError::Io { path, source },
+            CsvError::Csv { path, line, reason } => ListingError::Csv { path, line, reason },
+        }
+    }
+}
+
 /// One sample: an image file and its class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
@@ -62,6 +79,20 @@ pub struct Listing {
     pub skipped_files: Vec<PathBuf>,
     /// Class folders without any image, skipped.
     pub empty_classes: Vec<String>,
+    /// A CSV list's columns (all of them, `path` and `label` included) and each sample's
+    /// values, parallel to `samples`; `None` for a folder.
+    pub columns: Option<ListColumns>,
+}
+
+/// The columns of a CSV list, read with it (the file is parsed once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListColumns {
+    /// The CSV list.
+    pub file: PathBuf,
+    /// Its column names, in the file's order.
+    pub names: Arc<Vec<String>>,
+    /// Each sample's values (trimmed), one per name; parallel to [`Listing::samples`].
+    pub values: Vec<Arc<Vec<String>>>,
 }
 
 impl Listing {
@@ -109,8 +140,8 @@ impl Listing {
     /// folder. Labels are class names (any text); classes are sorted by name.
     pub fn from_csv(csv_path: &Path) -> Result<Self, ListingError> {
         let table = CsvTable::read(csv_path)?;
-        let csv_err = |line: usize, reason: String| table.error(line, reason);
-        let (headers, base) = (&table.headers, table.base());
+        let csv_err = |line: usize, reason: String| ListingError::from(table.error(line, reason));
+        let (headers, base) = (table.headers(), table.base());
         let column = |name: &str| headers.iter().position(|h| h.trim() == name);
         let (Some(path_col), Some(label_col)) = (column("path"), column("label")) else {
             return Err(csv_err(
@@ -121,7 +152,10 @@ impl Listing {
                 ),
             ));
         };
-        let mut rows: Vec<(PathBuf, String)> = Vec::new();
+        let names: Arc<Vec<String>> = Arc::new(headers.iter().map(|h| h.trim().into()).collect());
+        // Per class: each image with its row's values.
+        type Listed = Vec<(PathBuf, Arc<Vec<String>>)>;
+        let mut by_class: BTreeMap<String, Listed> = BTreeMap::new();
         let mut skipped = Vec::new();
         for (line, record) in table.rows() {
             let record = record?;
@@ -134,27 +168,35 @@ impl Listing {
             }
             let path = base.join(path);
             if is_image(&path) {
-                rows.push((path, label.to_owned()));
+                let values = Arc::new(record.iter().map(|v| v.trim().to_owned()).collect());
+                by_class
+                    .entry(label.to_owned())
+                    .or_default()
+                    .push((path, values));
             } else {
                 skipped.push(path);
             }
         }
-        let mut by_class: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-        for (path, label) in rows {
-            by_class.entry(label).or_default().push(path);
-        }
+        let mut values = Vec::new();
         let mut index = Listing {
             skipped_files: skipped,
             ..Listing::default()
         };
-        for (label, mut paths) in by_class {
-            paths.sort();
+        for (label, mut rows) in by_class {
+            // By path; a path listed twice keeps its rows in the file's order.
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
             let id = index.classes.len();
             index.classes.push(label);
-            index
-                .samples
-                .extend(paths.into_iter().map(|path| Sample { path, label: id }));
+            for (path, row) in rows {
+                index.samples.push(Sample { path, label: id });
+                values.push(row);
+            }
         }
+        index.columns = Some(ListColumns {
+            file: csv_path.to_owned(),
+            names,
+            values,
+        });
         index.require_two_classes(csv_path)
     }
 
@@ -166,132 +208,6 @@ impl Listing {
             });
         }
         Ok(self)
-    }
-}
-
-/// Named columns of a CSV list, one row per file (paths resolved as [`Listing::from_csv`] does):
-/// the values of `names`, in that order, for each path. An unknown column is an error naming the
-/// file and the columns it has; a path listed twice with different values is an error.
-pub fn read_columns(
-    csv_path: &Path,
-    names: &[&str],
-) -> Result<std::collections::HashMap<PathBuf, Vec<String>>, ListingError> {
-    let table = CsvTable::read(csv_path)?;
-    let wanted = std::iter::once(&"path")
-        .chain(names)
-        .map(|name| table.column(name, ""))
-        .collect::<Result<Vec<usize>, _>>()?;
-    let mut out = std::collections::HashMap::new();
-    for (line, record) in table.rows() {
-        let record = record?;
-        let values: Option<Vec<String>> = wanted
-            .iter()
-            .map(|&c| record.get(c).map(|v| v.trim().to_owned()))
-            .collect();
-        let Some(mut values) = values else {
-            return Err(table.error(line, "missing values".into()));
-        };
-        let path = table.base().join(values.remove(0));
-        match out.entry(path) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(values);
-            }
-            std::collections::hash_map::Entry::Occupied(e) if *e.get() != values => {
-                return Err(table.error(
-                    line,
-                    format!(
-                        "{} is listed again with other values ({} instead of {}); list each \
-                         image once",
-                        e.key().display(),
-                        values.join(","),
-                        e.get().join(",")
-                    ),
-                ));
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {}
-        }
-    }
-    Ok(out)
-}
-
-/// A CSV file with a header row, read whole; errors name the file and line. The one reader of
-/// CSV lists, the re-identification columns, pairs files and `embed`'s `labels.csv`.
-pub(crate) struct CsvTable {
-    path: PathBuf,
-    text: String,
-    headers: csv::StringRecord,
-}
-
-impl CsvTable {
-    /// Reads `path` and its header row.
-    pub(crate) fn read(path: &Path) -> Result<Self, ListingError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ListingError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let headers = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(text.as_bytes())
-            .headers()
-            .map_err(|e| ListingError::Csv {
-                path: path.to_owned(),
-                line: 1,
-                reason: e.to_string(),
-            })?
-            .clone();
-        Ok(Self {
-            path: path.to_owned(),
-            text,
-            headers,
-        })
-    }
-
-    /// The folder relative paths start from.
-    pub(crate) fn base(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new("."))
-    }
-
-    /// An error at `line` of the file.
-    pub(crate) fn error(&self, line: usize, reason: String) -> ListingError {
-        ListingError::Csv {
-            path: self.path.clone(),
-            line,
-            reason,
-        }
-    }
-
-    /// The position of the column `name`; else an error naming it, with `hint` (what the
-    /// header should be, or nothing) and the columns the file has.
-    pub(crate) fn column(&self, name: &str, hint: &str) -> Result<usize, ListingError> {
-        self.headers
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| {
-                let hint = if hint.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {hint}")
-                };
-                self.error(
-                    1,
-                    format!(
-                        "no column `{name}`{hint} (its columns: {})",
-                        self.headers.iter().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-            })
-    }
-
-    /// The records after the header, with their 1-based line numbers.
-    pub(crate) fn rows(
-        &self,
-    ) -> impl Iterator<Item = (usize, Result<csv::StringRecord, ListingError>)> + '_ {
-        csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(self.text.as_bytes())
-            .into_records()
-            .enumerate()
-            .map(|(i, r)| (i + 2, r.map_err(|e| self.error(i + 2, e.to_string()))))
     }
 }
 

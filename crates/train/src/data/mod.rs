@@ -2,6 +2,7 @@
 //! transform and the streaming loader.
 
 pub mod augment;
+pub mod csv;
 pub mod decode;
 pub mod idx;
 pub mod listing;

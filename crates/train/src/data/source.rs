@@ -52,6 +52,10 @@ pub struct ImageSet {
     items: Items,
     labels: Vec<usize>,
     classes: Vec<String>,
+    /// A CSV list's file and column names, when the set comes from one.
+    list: Option<Arc<(PathBuf, Arc<Vec<String>>)>>,
+    /// With `list`: each image's values, one per column name.
+    values: Vec<Arc<Vec<String>>>,
 }
 
 /// What [`open`] found.
@@ -69,10 +73,16 @@ pub struct DataSource {
 
 impl ImageSet {
     fn from_index(index: Listing) -> Self {
+        let (list, values) = match index.columns {
+            Some(c) => (Some(Arc::new((c.file, c.names))), c.values),
+            None => (None, Vec::new()),
+        };
         Self {
             labels: index.samples.iter().map(|s| s.label).collect(),
             items: Items::Files(index.samples.into_iter().map(|s| s.path).collect()),
             classes: index.classes,
+            list,
+            values,
         }
     }
 
@@ -86,6 +96,8 @@ impl ImageSet {
             },
             labels,
             classes: present.iter().map(u8::to_string).collect(),
+            list: None,
+            values: Vec::new(),
         }
     }
 
@@ -96,7 +108,28 @@ impl ImageSet {
             labels: vec![0; paths.len()],
             items: Items::Files(paths),
             classes: vec!["-".into()],
+            list: None,
+            values: Vec::new(),
         }
+    }
+
+    /// The CSV list the set was read from, when it was.
+    pub fn list_file(&self) -> Option<&Path> {
+        self.list.as_deref().map(|(file, _)| file.as_path())
+    }
+
+    /// The column names of the CSV list the set was read from (none for other sources).
+    pub fn column_names(&self) -> &[String] {
+        self.list
+            .as_deref()
+            .map_or(&[], |(_, names)| names.as_slice())
+    }
+
+    /// Every image's value in the CSV list's column `name`, in set order; `None` when the set
+    /// has no such column (or comes from no CSV list).
+    pub fn column(&self, name: &str) -> Option<Vec<&str>> {
+        let at = self.column_names().iter().position(|n| n == name)?;
+        Some(self.values.iter().map(|v| v[at].as_str()).collect())
     }
 
     /// The file of image `i`, for image files (not IDX data).
@@ -186,6 +219,12 @@ impl ImageSet {
             },
             labels,
             classes: present.iter().map(|&c| self.classes[c].clone()).collect(),
+            list: self.list.clone(),
+            values: if self.values.is_empty() {
+                Vec::new()
+            } else {
+                keep.iter().map(|&i| Arc::clone(&self.values[i])).collect()
+            },
         }
     }
 

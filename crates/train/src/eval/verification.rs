@@ -1,443 +1,266 @@
-//! Verification (FaceNet, LFW): is a pair of images the same identity? A pair is accepted as
-//! "same" when its embedding distance is at most a threshold.
-//!
-//! - ROC: at each distinct distance `t` (ascending), the false accept rate FAR (different-class
-//!   pairs with `d ≤ t`, over all of them) and the true accept rate TAR (same-class pairs with
-//!   `d ≤ t`); scikit-learn's `roc_curve(same, -d, drop_intermediate=False)` without its first
-//!   point.
-//! - AUC: the area under it from (0, 0), trapezoids, so that tied distances count half as in
-//!   `roc_auc_score`.
-//! - TAR@FAR = x (FaceNet's VAL@FAR): the largest TAR of a threshold whose FAR is at most x.
-//! - Accuracy, the LFW protocol: 10 contiguous folds of the pairs in their order (scikit-learn's
-//!   `KFold(10)`); each fold is scored with the threshold that is best on the other nine. The
-//!   candidates are the midpoints between consecutive distinct distances; ties go to the
-//!   smallest. The reported threshold is the best one over all pairs.
+//! The verification group of `triplet eval`: where its pairs come from (`--pairs`: a pairs file
+//! `path_a,path_b,same` as LFW's, all pairs of the queries, or a number drawn from their
+//! labels), reading and checking a pairs file before anything is embedded, and the pairs'
+//! distances once embedded. The scores themselves are [`triplet_metrics::verification`]'s.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use anyhow::{Context, Result, bail};
+use triplet_loss::Distance;
+use triplet_metrics::verification::{MAX_ALL_PAIRS, all_pairs, sample_pairs, score_pairs};
+use triplet_metrics::{Rows, Verification};
 
-use crate::data::rng::SplitMix64;
+use crate::data::csv::{CsvTable, parse_flag};
+use crate::embed::Embedded;
 
-/// Folds of the accuracy's cross-validation, as LFW's protocol.
-pub const FOLDS: usize = 10;
+/// Pairs drawn from the labels by default (LFW has 6,000).
+pub const DEFAULT_PAIRS: usize = 6000;
 
-/// The FARs at which TAR is reported.
-pub const FAR_TARGETS: [f64; 2] = [1e-3, 1e-2];
+/// Where the verification pairs come from (`--pairs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairsSource {
+    /// A pairs file.
+    File(PathBuf),
+    /// All pairs of the queries.
+    All,
+    /// This many pairs drawn from the queries' labels.
+    Sample(usize),
+}
 
-/// A ROC curve, one point per distinct distance, ascending.
+impl PairsSource {
+    /// `all`, a number, or else a file path (`--pairs`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("all") {
+            return Ok(Self::All);
+        }
+        let path = Path::new(t);
+        match t.parse::<usize>() {
+            Ok(n) if !path.exists() => {
+                if !(2..=MAX_ALL_PAIRS).contains(&n) {
+                    return Err(format!("--pairs {n}: draw 2 to {MAX_ALL_PAIRS} pairs"));
+                }
+                Ok(Self::Sample(n))
+            }
+            _ => Ok(Self::File(path.to_path_buf())),
+        }
+    }
+
+    /// `--pairs` in words, for the console and `metrics.json`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::All => "all pairs of the queries".into(),
+            Self::Sample(n) => format!("{n} drawn from the queries' labels"),
+        }
+    }
+}
+
+/// The pairs of a pairs list: its distinct images and the pairs as indices into them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Roc {
-    /// The distance thresholds (`d ≤ t` is accepted).
-    pub thresholds: Vec<f64>,
-    /// False accept rate at each.
-    pub far: Vec<f64>,
-    /// True accept rate at each.
-    pub tar: Vec<f64>,
-    /// Same-class pairs.
-    pub positives: usize,
-    /// Different-class pairs.
-    pub negatives: usize,
+pub struct PairList {
+    /// The images, in order of first appearance.
+    pub images: Vec<PathBuf>,
+    /// `(a, b, same)`, indices into `images`, in the file's order.
+    pub pairs: Vec<(usize, usize, bool)>,
 }
 
-/// Pairs sorted by distance (NaN last).
-fn sorted(distances: &[f64], same: &[bool]) -> Vec<(f64, bool)> {
-    let mut pairs: Vec<(f64, bool)> = distances
-        .iter()
-        .copied()
-        .zip(same.iter().copied())
-        .collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    pairs
-}
-
-/// The ROC of pairs with distances `distances` and truth `same`.
-///
-/// # Panics
-/// If the slices differ in length.
-pub fn roc(distances: &[f64], same: &[bool]) -> Roc {
-    assert_eq!(distances.len(), same.len(), "one truth per distance");
-    let pairs = sorted(distances, same);
-    let positives = same.iter().filter(|&&s| s).count();
-    let negatives = same.len() - positives;
-    let rate = |count: usize, of: usize| {
-        if of == 0 {
-            f64::NAN
-        } else {
-            count as f64 / of as f64
-        }
+/// Reads a pairs list: a CSV with the columns `path_a`, `path_b` and `same` (a yes/no value,
+/// [`parse_flag`]); paths relative to the CSV's folder. A missing file, a missing column, an
+/// image that does not exist or a `same` that is not yes/no is an error naming the file and
+/// line.
+pub fn read_pairs(csv_path: &Path) -> Result<PairList> {
+    if !csv_path.exists() {
+        bail!("pairs file {} does not exist", csv_path.display());
+    }
+    let table = CsvTable::read(csv_path)?;
+    let base = table.base();
+    let at = |line: usize| format!("{}:{line}", csv_path.display());
+    let hint = "a pairs file has the header `path_a,path_b,same`";
+    let (ca, cb, cs) = (
+        table.column("path_a", hint)?,
+        table.column("path_b", hint)?,
+        table.column("same", hint)?,
+    );
+    let mut list = PairList {
+        images: Vec::new(),
+        pairs: Vec::new(),
     };
-    let mut out = Roc {
-        thresholds: Vec::new(),
-        far: Vec::new(),
-        tar: Vec::new(),
-        positives,
-        negatives,
-    };
-    let (mut tp, mut fp) = (0, 0);
-    for (i, &(d, s)) in pairs.iter().enumerate() {
-        if s {
-            tp += 1;
-        } else {
-            fp += 1;
-        }
-        if pairs.get(i + 1).is_none_or(|next| next.0 != d) {
-            out.thresholds.push(d);
-            out.far.push(rate(fp, negatives));
-            out.tar.push(rate(tp, positives));
-        }
-    }
-    out
-}
-
-impl Roc {
-    /// Area under the curve from (0, 0) (trapezoids).
-    pub fn auc(&self) -> f64 {
-        let mut area = 0.0;
-        let (mut x, mut y) = (0.0, 0.0);
-        for (&f, &t) in self.far.iter().zip(&self.tar) {
-            area += (f - x) * (t + y) / 2.0;
-            (x, y) = (f, t);
-        }
-        area
-    }
-
-    /// The largest TAR, and its threshold, among the thresholds with FAR ≤ `far` (TAR 0 and no
-    /// threshold when even the smallest distance is a false accept above it).
-    pub fn tar_at_far(&self, far: f64) -> (f64, Option<f64>) {
-        self.far
-            .iter()
-            .zip(&self.tar)
-            .zip(&self.thresholds)
-            .filter(|((f, _), _)| **f <= far)
-            .fold(
-                (0.0, None),
-                |best, ((_, &t), &th)| {
-                    if t > best.0 { (t, Some(th)) } else { best }
-                },
-            )
-    }
-}
-
-/// The threshold with the highest accuracy on these pairs (the smallest on a tie), among the
-/// midpoints between consecutive distinct distances (the one distance when all are equal), and
-/// that accuracy. `None` without pairs.
-pub fn best_threshold(distances: &[f64], same: &[bool]) -> Option<(f64, f64)> {
-    let pairs = sorted(distances, same);
-    let n = pairs.len();
-    if n == 0 {
-        return None;
-    }
-    let negatives = pairs.iter().filter(|p| !p.1).count();
-    // Accepting the first i + 1 pairs (through a group of equal distances).
-    let (mut tp, mut fp) = (0usize, 0usize);
-    let mut best: Option<(f64, usize)> = None;
-    for (i, &(d, s)) in pairs.iter().enumerate() {
-        if s {
-            tp += 1;
-        } else {
-            fp += 1;
-        }
-        let Some(next) = pairs.get(i + 1) else { break };
-        if next.0 == d {
-            continue;
-        }
-        let correct = tp + negatives - fp;
-        if best.is_none_or(|b| correct > b.1) {
-            best = Some(((d + next.0) / 2.0, correct));
-        }
-    }
-    let (threshold, correct) = best.unwrap_or((pairs[0].0, tp));
-    Some((threshold, correct as f64 / n as f64))
-}
-
-/// Accuracy of `threshold` on pairs (`d ≤ threshold` accepted).
-pub fn accuracy(distances: &[f64], same: &[bool], threshold: f64) -> f64 {
-    let correct = distances
-        .iter()
-        .zip(same)
-        .filter(|&(&d, &s)| (d <= threshold) == s)
-        .count();
-    correct as f64 / distances.len().max(1) as f64
-}
-
-/// The fold boundaries of scikit-learn's `KFold(folds)` over `n` items: contiguous, the first
-/// `n % folds` one longer.
-fn fold_bounds(n: usize, folds: usize) -> Vec<(usize, usize)> {
-    let (size, extra) = (n / folds, n % folds);
-    let mut start = 0;
-    (0..folds)
-        .map(|f| {
-            let len = size + usize::from(f < extra);
-            let b = (start, start + len);
-            start += len;
-            b
-        })
-        .collect()
-}
-
-/// Cross-validated accuracy: mean and standard deviation (population) over the folds, and each
-/// fold's threshold. `folds` is reduced to the number of pairs when there are fewer.
-pub fn cross_validated(distances: &[f64], same: &[bool], folds: usize) -> (f64, f64, Vec<f64>) {
-    let folds = folds.min(distances.len()).max(1);
-    let mut accuracies = Vec::with_capacity(folds);
-    let mut thresholds = Vec::with_capacity(folds);
-    for (a, b) in fold_bounds(distances.len(), folds) {
-        let train_d: Vec<f64> = [&distances[..a], &distances[b..]].concat();
-        let train_s: Vec<bool> = [&same[..a], &same[b..]].concat();
-        let (threshold, _) = best_threshold(&train_d, &train_s)
-            .or_else(|| best_threshold(distances, same))
-            .unwrap_or((0.0, 0.0));
-        accuracies.push(accuracy(&distances[a..b], &same[a..b], threshold));
-        thresholds.push(threshold);
-    }
-    let mean = accuracies.iter().sum::<f64>() / folds as f64;
-    let var = accuracies.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / folds as f64;
-    (mean, var.sqrt(), thresholds)
-}
-
-/// Verification scores, as in `metrics.json`'s `verification`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Verification {
-    /// Pairs scored.
-    pub pairs: usize,
-    /// Same-class pairs.
-    pub positive_pairs: usize,
-    /// Different-class pairs.
-    pub negative_pairs: usize,
-    /// Area under the ROC curve.
-    pub auc: f64,
-    /// TAR at FAR = 1e-3 (FaceNet's VAL@FAR).
-    #[serde(rename = "tar_at_far_1e-3")]
-    pub tar_at_far_1e3: f64,
-    /// TAR at FAR = 1e-2.
-    #[serde(rename = "tar_at_far_1e-2")]
-    pub tar_at_far_1e2: f64,
-    /// Mean accuracy over the 10 folds, each at the threshold best on the other nine.
-    pub accuracy: f64,
-    /// Its standard deviation over the folds.
-    pub accuracy_std: f64,
-    /// The best threshold over all pairs (what `triplet search --threshold run` uses).
-    pub threshold: f64,
-    /// The accuracy of that threshold over all pairs.
-    pub threshold_accuracy: f64,
-    /// Each fold's threshold.
-    pub fold_thresholds: Vec<f64>,
-    /// The distance: `euclidean` or `cosine`.
-    pub distance: String,
-}
-
-/// Verification scores of pairs; an error naming what is missing unless there are both
-/// same-class and different-class pairs.
-pub fn verification(
-    distances: &[f64],
-    same: &[bool],
-    distance: &str,
-) -> Result<(Verification, Roc), String> {
-    let r = roc(distances, same);
-    if r.positives == 0 || r.negatives == 0 {
-        return Err(format!(
-            "verification needs same-class and different-class pairs; these {} pairs have {} \
-             same-class and {} different-class",
-            distances.len(),
-            r.positives,
-            r.negatives
-        ));
-    }
-    let (accuracy, accuracy_std, fold_thresholds) = cross_validated(distances, same, FOLDS);
-    let (threshold, threshold_accuracy) = best_threshold(distances, same).expect("there are pairs");
-    Ok((
-        Verification {
-            pairs: distances.len(),
-            positive_pairs: r.positives,
-            negative_pairs: r.negatives,
-            auc: r.auc(),
-            tar_at_far_1e3: r.tar_at_far(FAR_TARGETS[0]).0,
-            tar_at_far_1e2: r.tar_at_far(FAR_TARGETS[1]).0,
-            accuracy,
-            accuracy_std,
-            threshold,
-            threshold_accuracy,
-            fold_thresholds,
-            distance: distance.to_owned(),
-        },
-        r,
-    ))
-}
-
-/// Most pairs `all` may ask for (each costs 24 bytes and a distance).
-pub const MAX_ALL_PAIRS: usize = 10_000_000;
-
-/// Pairs `(i, j, same)` with `i < j` drawn from labels, in a seeded random order: `count / 2`
-/// same-class and `count - count / 2` different-class pairs, all distinct (fewer when the labels
-/// have fewer), as LFW balances its pairs.
-pub fn sample_pairs(labels: &[usize], count: usize, seed: u64) -> Vec<(usize, usize, bool)> {
-    let n = labels.len();
-    let mut by_class = std::collections::BTreeMap::<usize, Vec<usize>>::new();
-    for (i, &l) in labels.iter().enumerate() {
-        by_class.entry(l).or_default().push(i);
-    }
-    let classes: Vec<&Vec<usize>> = by_class.values().collect();
-    let possible_same: usize = classes.iter().map(|c| c.len() * (c.len() - 1) / 2).sum();
-    let possible_all = n * n.saturating_sub(1) / 2;
-    let possible_different = possible_all - possible_same;
-    let want_same = (count / 2).min(possible_same);
-    let want_different = (count - count / 2).min(possible_different);
-    let mut rng = SplitMix64::new(seed);
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(want_same + want_different);
-    let order = |a: usize, b: usize| if a < b { (a, b) } else { (b, a) };
-    if want_same * 2 > possible_same {
-        // Dense: list them all and take a random subset.
-        let mut all: Vec<(usize, usize)> = Vec::with_capacity(possible_same);
-        for c in &classes {
-            for (x, &a) in c.iter().enumerate() {
-                all.extend(c[x + 1..].iter().map(|&b| (a, b)));
-            }
-        }
-        rng.shuffle(&mut all);
-        out.extend(all[..want_same].iter().map(|&(a, b)| (a, b, true)));
-    } else {
-        // Sparse: a class drawn by its number of pairs, then two of its members.
-        let weights: Vec<usize> = classes
-            .iter()
-            .map(|c| c.len() * (c.len() - 1) / 2)
-            .collect();
-        while out.len() < want_same {
-            let mut t = rng.below(possible_same);
-            let c = weights
-                .iter()
-                .position(|&w| {
-                    if t < w {
-                        true
-                    } else {
-                        t -= w;
-                        false
-                    }
-                })
-                .expect("t < total");
-            let members = classes[c];
-            let (a, b) = (rng.below(members.len()), rng.below(members.len()));
-            if a != b && seen.insert(order(members[a], members[b])) {
-                let (a, b) = order(members[a], members[b]);
-                out.push((a, b, true));
-            }
-        }
-    }
-    // Listing every different-class pair visits all n²/2 pairs: only for small sets. A large
-    // set asking for most of its different-class pairs gets at most half of them.
-    let want_different = if possible_all > MAX_ALL_PAIRS {
-        want_different.min(possible_different / 2)
-    } else {
-        want_different
-    };
-    if want_different * 2 > possible_different {
-        let mut all: Vec<(usize, usize)> = Vec::with_capacity(possible_different);
-        for a in 0..n {
-            all.extend(
-                (a + 1..n)
-                    .filter(|&b| labels[a] != labels[b])
-                    .map(|b| (a, b)),
+    let mut index = HashMap::<PathBuf, usize>::new();
+    for (line, record) in table.rows() {
+        let record = record?;
+        let get = |c: usize, what: &str| {
+            record
+                .get(c)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .with_context(|| format!("{}: no {what}", at(line)))
+        };
+        let same = get(cs, "`same` value")?;
+        let Some(same) = parse_flag(same) else {
+            bail!(
+                "{}: `same` is `{same}`; expected 1 or 0 (true/false, yes/no)",
+                at(line)
             );
-        }
-        rng.shuffle(&mut all);
-        out.extend(all[..want_different].iter().map(|&(a, b)| (a, b, false)));
-    } else {
-        let mut drawn = 0;
-        while drawn < want_different {
-            let (a, b) = (rng.below(n), rng.below(n));
-            if labels[a] != labels[b] && seen.insert(order(a, b)) {
-                let (a, b) = order(a, b);
-                out.push((a, b, false));
-                drawn += 1;
+        };
+        let mut ends = [0usize; 2];
+        for (end, c) in ends.iter_mut().zip([ca, cb]) {
+            let path = base.join(get(c, "path")?);
+            if !path.is_file() {
+                bail!("{}: image {} does not exist", at(line), path.display());
             }
+            let next = list.images.len();
+            *end = *index.entry(path.clone()).or_insert_with(|| {
+                list.images.push(path);
+                next
+            });
         }
+        list.pairs.push((ends[0], ends[1], same));
     }
-    rng.shuffle(&mut out);
-    out
+    if list.pairs.is_empty() {
+        bail!("pairs file {} lists no pairs", csv_path.display());
+    }
+    Ok(list)
 }
 
-/// Every pair `(i, j, same)` with `i < j`, in a seeded random order (so that the contiguous
-/// folds of the accuracy are not grouped by image), or an error when there are more than
-/// [`MAX_ALL_PAIRS`].
-pub fn all_pairs(labels: &[usize], seed: u64) -> Result<Vec<(usize, usize, bool)>, String> {
-    let n = labels.len();
-    let total = n * n.saturating_sub(1) / 2;
-    if total > MAX_ALL_PAIRS {
-        return Err(format!(
-            "--pairs all would score {total} pairs of {n} images, more than {MAX_ALL_PAIRS}; \
-             give a number of pairs to draw instead, e.g. --pairs 6000"
-        ));
+/// Why verification cannot run on pairs drawn from these labels (one class, or one image per
+/// class), or `None` when it can.
+pub fn why_no_pairs(labels: &[usize]) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    let has_same = labels.iter().any(|l| !seen.insert(*l));
+    let has_different = labels.iter().any(|l| *l != labels[0]);
+    (!(has_same && has_different)).then(|| {
+        format!(
+            "verification needs same-class and different-class pairs, and the {} queries have {}",
+            labels.len(),
+            if has_same {
+                "one class only"
+            } else {
+                "one image per class"
+            }
+        )
+    })
+}
+
+/// Verification pairs as distances and truths.
+#[derive(Debug, Clone, Default)]
+pub struct ScoredPairs {
+    /// Distance of each pair.
+    pub distances: Vec<f64>,
+    /// Whether each pair is the same class.
+    pub same: Vec<bool>,
+    /// Pairs left out because an image of theirs could not be read.
+    pub skipped: usize,
+}
+
+/// Pairs drawn from (or all pairs of) the labelled rows, scored.
+pub fn pairs_from_labels(
+    rows: Rows<'_>,
+    labels: &[usize],
+    source: &PairsSource,
+    seed: u64,
+    distance: Distance,
+) -> Result<ScoredPairs> {
+    let pairs = match source {
+        PairsSource::All => all_pairs(labels, seed).map_err(anyhow::Error::msg)?,
+        PairsSource::Sample(n) => sample_pairs(labels, *n, seed),
+        PairsSource::File(_) => unreachable!("a pairs file is read, not drawn"),
+    };
+    Ok(ScoredPairs {
+        distances: score_pairs(rows, &pairs, distance),
+        same: pairs.iter().map(|p| p.2).collect(),
+        skipped: 0,
+    })
+}
+
+/// The pairs of a pairs file over its embedded images, scored: pairs with an unreadable image
+/// are left out and counted.
+pub fn pairs_of_file(list: &PairList, embedded: &Embedded, distance: Distance) -> ScoredPairs {
+    let mut row_of = vec![None; list.images.len()];
+    for (row, &i) in embedded.indices.iter().enumerate() {
+        row_of[i] = Some(row);
     }
-    let mut out = Vec::with_capacity(total);
-    for a in 0..n {
-        out.extend((a + 1..n).map(|b| (a, b, labels[a] == labels[b])));
+    let mut kept = Vec::with_capacity(list.pairs.len());
+    for &(a, b, same) in &list.pairs {
+        if let (Some(a), Some(b)) = (row_of[a], row_of[b]) {
+            kept.push((a, b, same));
+        }
     }
-    SplitMix64::new(seed).shuffle(&mut out);
-    Ok(out)
+    ScoredPairs {
+        distances: score_pairs(embedded.rows.rows(), &kept, distance),
+        same: kept.iter().map(|p| p.2).collect(),
+        skipped: list.pairs.len() - kept.len(),
+    }
+}
+
+/// The verification scores of scored pairs, with their ROC.
+pub fn verify(
+    scored: &ScoredPairs,
+    distance_name: &str,
+) -> Result<(Verification, triplet_metrics::Roc)> {
+    triplet_metrics::verification::verification(&scored.distances, &scored.same, distance_name)
+        .map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Hand-worked: distances 0.1 (same), 0.2 (diff), 0.2 (same), 0.5 (diff).
-    /// ROC at 0.1: FAR 0, TAR ½; at 0.2: ½, 1; at 0.5: 1, 1.
-    /// AUC = ½·(0·…) + trapezoid (0,0)-(0,½) 0 + (0,½)-(½,1): ½·¾ = 0.375 + (½,1)-(1,1): ½ → 0.875.
     #[test]
-    fn roc_and_auc_match_a_hand_computation() {
-        let d = [0.2, 0.1, 0.5, 0.2];
-        let s = [false, true, false, true];
-        let r = roc(&d, &s);
-        assert_eq!(r.thresholds, [0.1, 0.2, 0.5]);
-        assert_eq!(r.far, [0.0, 0.5, 1.0]);
-        assert_eq!(r.tar, [0.5, 1.0, 1.0]);
-        assert!((r.auc() - 0.875).abs() < 1e-12);
-        assert_eq!(r.tar_at_far(1e-3), (0.5, Some(0.1)));
-        // Best threshold: accept ≤ 0.15 → 3 of 4 right; ≤ 0.35 → 3 of 4: the smaller wins.
-        assert_eq!(best_threshold(&d, &s), Some((0.15000000000000002, 0.75)));
-    }
-
-    #[test]
-    fn folds_are_contiguous_like_kfold() {
-        assert_eq!(fold_bounds(23, 10)[..4], [(0, 3), (3, 6), (6, 9), (9, 11)]);
-        assert_eq!(fold_bounds(23, 10)[9], (21, 23));
-    }
-
-    #[test]
-    fn separated_pairs_are_all_right() {
-        let d: Vec<f64> = (0..40)
-            .map(|i| f64::from(i % 2) + f64::from(i) * 1e-3)
-            .collect();
-        let s: Vec<bool> = (0..40).map(|i| i % 2 == 0).collect();
-        let (v, _) = verification(&d, &s, "euclidean").unwrap();
-        assert_eq!((v.auc, v.accuracy, v.tar_at_far_1e3), (1.0, 1.0, 1.0));
-        assert!(
-            v.threshold > 0.038 && v.threshold < 1.001,
-            "{}",
-            v.threshold
+    fn pairs_source_parses_counts_all_and_files() {
+        assert_eq!(PairsSource::parse("all").unwrap(), PairsSource::All);
+        assert_eq!(PairsSource::parse("600").unwrap(), PairsSource::Sample(600));
+        assert_eq!(
+            PairsSource::parse("my/pairs.csv").unwrap(),
+            PairsSource::File("my/pairs.csv".into())
         );
-        assert!(verification(&d[..1], &s[..1], "euclidean").is_err());
+        assert!(PairsSource::parse("1").is_err());
     }
 
     #[test]
-    fn sampled_pairs_are_balanced_distinct_and_seeded() {
-        let labels: Vec<usize> = (0..200).map(|i| i % 10).collect();
-        let pairs = sample_pairs(&labels, 600, 1);
-        assert_eq!(pairs, sample_pairs(&labels, 600, 1));
-        assert_ne!(pairs, sample_pairs(&labels, 600, 2));
-        assert_eq!(pairs.iter().filter(|p| p.2).count(), 300);
-        let distinct: HashSet<(usize, usize)> = pairs.iter().map(|p| (p.0, p.1)).collect();
-        assert_eq!(distinct.len(), 600);
+    fn labels_without_both_kinds_of_pairs_are_named() {
+        assert!(why_no_pairs(&[0, 0, 1]).is_none());
+        assert!(why_no_pairs(&[0, 0]).unwrap().contains("one class only"));
         assert!(
-            pairs
-                .iter()
-                .all(|&(a, b, s)| a < b && (labels[a] == labels[b]) == s)
+            why_no_pairs(&[0, 1])
+                .unwrap()
+                .contains("one image per class")
         );
-        // Fewer same-class pairs exist (3 classes of 2: 3 pairs) than asked: all of them.
-        let few = sample_pairs(&[0, 0, 1, 1, 2, 2], 100, 0);
-        assert_eq!(few.iter().filter(|p| p.2).count(), 3);
-        assert_eq!(few.len(), 15);
-        assert_eq!(all_pairs(&[0, 0, 1], 0).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn reads_pairs_and_names_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.png", "b.png"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let csv = dir.path().join("pairs.csv");
+        std::fs::write(
+            &csv,
+            "path_a,path_b,same\na.png,b.png,0\nb.png,b.png,True\n",
+        )
+        .unwrap();
+        let list = read_pairs(&csv).unwrap();
+        assert_eq!(list.images.len(), 2);
+        assert_eq!(list.pairs, [(0, 1, false), (1, 1, true)]);
+
+        std::fs::write(&csv, "path_a,path_b,same\na.png,c.png,1\n").unwrap();
+        let e = format!("{:#}", read_pairs(&csv).unwrap_err());
+        assert!(
+            e.contains("pairs.csv:2") && e.contains("c.png does not exist"),
+            "{e}"
+        );
+        std::fs::write(&csv, "path_a,path_b,same\na.png,b.png,maybe\n").unwrap();
+        let e = format!("{:#}", read_pairs(&csv).unwrap_err());
+        assert!(e.contains("pairs.csv:2") && e.contains("`maybe`"), "{e}");
+        std::fs::write(&csv, "a,b,same\n").unwrap();
+        let e = format!("{:#}", read_pairs(&csv).unwrap_err());
+        assert!(e.contains("no column `path_a`"), "{e}");
+        let e = format!(
+            "{:#}",
+            read_pairs(&dir.path().join("nope.csv")).unwrap_err()
+        );
+        assert!(e.contains("nope.csv does not exist"), "{e}");
     }
 }

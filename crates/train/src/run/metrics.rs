@@ -142,6 +142,25 @@ pub struct Scores {
     pub queries_without_relevant_reference: usize,
 }
 
+impl From<&triplet_metrics::Retrieval> for Scores {
+    fn from(r: &triplet_metrics::Retrieval) -> Self {
+        let [recall_at_1, recall_at_2, recall_at_4, recall_at_8] = r.recall_at;
+        Scores {
+            precision_at_1: r.precision_at_1,
+            r_precision: r.r_precision,
+            mean_average_precision_at_r: r.map_at_r,
+            recall_at_1,
+            recall_at_2,
+            recall_at_4,
+            recall_at_8,
+            mean_average_precision: r.map,
+            mean_reciprocal_rank: r.mrr,
+            queries: r.queries,
+            queries_without_relevant_reference: r.total_queries - r.queries,
+        }
+    }
+}
+
 /// `kind = "validation"`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -286,6 +305,25 @@ impl MetricsLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `metrics.json` (eval) and `metrics.jsonl` (validation) name the retrieval scores alike:
+    /// through `Scores` and through the metrics crate's own serialisation, the same object.
+    #[test]
+    fn retrieval_scores_serialise_as_the_metrics_crate_does() {
+        let rows = [0.0, 0.0, 0.0, 1.0, 5.0, 5.0, 5.0, 6.0, 0.0, 0.5];
+        let r = triplet_metrics::retrieval(
+            triplet_metrics::Rows::new(&rows, 2),
+            &[0, 0, 1, 1, 2],
+            None,
+            triplet_loss::Distance::Euclidean,
+            &crate::device::host(),
+        )
+        .unwrap();
+        assert_eq!((r.queries, r.total_queries), (4, 5));
+        let ours = serde_json::to_value(Scores::from(&r)).unwrap();
+        assert_eq!(ours, serde_json::to_value(r).unwrap());
+        assert_eq!(ours["queries_without_relevant_reference"], 1);
+    }
 
     fn step_record(step: u64) -> Record {
         Record::Step(StepRecord {

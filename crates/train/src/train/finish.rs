@@ -8,10 +8,10 @@ use triplet_model::EmbeddingModel;
 use super::epoch::{Trainer, model_bytes};
 use super::validation::{Validation, evaluate, summary_line};
 use crate::console::say;
-use crate::eval::metrics::Retrieval;
-use crate::eval::plot;
 use crate::files::write_atomic;
+use crate::plot;
 use crate::run::metrics::{EvalRecord, Record};
+use triplet_metrics::Retrieval;
 
 impl Trainer<'_> {
     /// Writes the final model, evaluates it and draws the plots; the evaluation's scores.
@@ -73,8 +73,7 @@ impl Trainer<'_> {
             crate::fault::point("plots");
             if let (Some(eval), Some((_, embedded))) = (&data.eval, &evaluated) {
                 let png = plot::pca_png(
-                    &embedded.embeddings,
-                    embedded.dim,
+                    embedded.rows.rows(),
                     &embedded.labels,
                     eval.classes(),
                     &format!(

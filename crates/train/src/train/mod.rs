@@ -28,13 +28,13 @@ use crate::config::Precision;
 use crate::console::{Progress, say};
 use crate::data::loader::BadImages;
 use crate::device::Backend;
-use crate::eval::metrics::Retrieval;
 use crate::run::checkpoint::Checkpoint;
 use crate::run::metrics::{EpochRecord, MetricsLog, Record, Resume};
 use collapse::CollapseWatch;
 use epoch::{EpochEnd, Trainer};
 use resolve::{Resolved, resolve};
 use triplet_loss::CrossBatchMemory;
+use triplet_metrics::Retrieval;
 
 pub use optim::{learning_rate, optimizer};
 pub use validation::{evaluate, summary_line};

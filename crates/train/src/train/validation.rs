@@ -14,10 +14,10 @@ use crate::config::ExperimentConfig;
 use crate::console::say;
 use crate::data::augment::Transform;
 use crate::data::source::ImageSet;
-use crate::eval::embed::{EmbedOptions, Embedded, embed, model_device};
-use crate::eval::metrics::{Retrieval, retrieval};
+use crate::embed::{EmbedOptions, Embedded, embed, model_device};
 use crate::run::metrics::{Record, ValidationRecord};
 use crate::run::state::Validated;
+use triplet_metrics::{Retrieval, retrieval};
 
 /// One line of metrics.
 pub fn summary_line(r: &Retrieval) -> String {
@@ -38,10 +38,9 @@ pub fn evaluate(
         say(line)
     })?;
     let r = retrieval(
-        &embedded.embeddings,
+        embedded.rows.rows(),
         &embedded.labels,
         None,
-        embedded.dim,
         config.loss().distance,
         &model_device(model),
     )?;

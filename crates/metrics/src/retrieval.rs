@@ -16,17 +16,16 @@
 //! pytorch-metric-learning's `AccuracyCalculator` does. Exact ties are ranked by reference index
 //! (deterministic); pytorch-metric-learning takes `torch.topk`'s order there, which is not
 //! specified (see `tests/retrieval_golden.rs`). The nearest neighbours come from
-//! [`super::knn`]: exact, in blocks of query rows on the given device.
+//! [`crate::knn`]: exact, in blocks of query rows on the given device.
 
 use std::collections::HashMap;
 
 use burn::tensor::Device;
-use serde_json::Value;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use triplet_loss::Distance;
 
-use crate::run::metrics::Scores;
-
-use super::knn::{KnnError, Row, for_each_row};
+use crate::knn::{KnnError, QueryKeys, for_each_row};
+use crate::rows::Rows;
 
 /// The K of Recall@K.
 pub const RECALL_AT: [usize; 4] = [1, 2, 4, 8];
@@ -54,30 +53,29 @@ pub struct Retrieval {
     pub total_queries: usize,
 }
 
-impl Retrieval {
-    /// The metrics under pytorch-metric-learning's key names (`precision_at_1`, `r_precision`,
-    /// `mean_average_precision_at_r`, `recall_at_1`, …), plus `queries` counted.
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(Scores::from(self)).expect("scores serialise")
-    }
-}
-
-impl From<&Retrieval> for Scores {
-    fn from(r: &Retrieval) -> Self {
-        let [recall_at_1, recall_at_2, recall_at_4, recall_at_8] = r.recall_at;
-        Scores {
-            precision_at_1: r.precision_at_1,
-            r_precision: r.r_precision,
-            mean_average_precision_at_r: r.map_at_r,
-            recall_at_1,
-            recall_at_2,
-            recall_at_4,
-            recall_at_8,
-            mean_average_precision: r.map,
-            mean_reciprocal_rank: r.mrr,
-            queries: r.queries,
-            queries_without_relevant_reference: r.total_queries - r.queries,
+/// Under pytorch-metric-learning's key names (`precision_at_1`, `r_precision`,
+/// `mean_average_precision_at_r`, `recall_at_1`, …, `mean_average_precision`,
+/// `mean_reciprocal_rank`), plus `queries` counted and `queries_without_relevant_reference`.
+impl Serialize for Retrieval {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Retrieval", 11)?;
+        s.serialize_field("precision_at_1", &self.precision_at_1)?;
+        s.serialize_field("r_precision", &self.r_precision)?;
+        s.serialize_field("mean_average_precision_at_r", &self.map_at_r)?;
+        for (key, value) in ["recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8"]
+            .into_iter()
+            .zip(self.recall_at)
+        {
+            s.serialize_field(key, &value)?;
         }
+        s.serialize_field("mean_average_precision", &self.map)?;
+        s.serialize_field("mean_reciprocal_rank", &self.mrr)?;
+        s.serialize_field("queries", &self.queries)?;
+        s.serialize_field(
+            "queries_without_relevant_reference",
+            &(self.total_queries - self.queries),
+        )?;
+        s.end()
     }
 }
 
@@ -106,14 +104,14 @@ pub struct Ranks {
 
 /// The [`Ranks`] of one query's row: `relevant` lists the relevant references, `left_out` those
 /// left out of the ranking (each list without repeats, the two disjoint); every other reference
-/// is irrelevant. The query's own entry [`Row::own`] is left out wherever it is listed (it may
+/// is irrelevant. The query's own entry [`QueryKeys::own`] is left out wherever it is listed (it may
 /// be in `relevant`, not in `left_out`). `None` when nothing is relevant.
 ///
 /// Exact, and `O(n)` on average without sorting the row: a bucket sort over the range of the
 /// relevant items' keys. Items before that range are only counted, items after it do not move
 /// any relevant item's rank, and only the buckets holding a relevant item are sorted (by key,
 /// then index, so equal keys rank by index as everywhere else).
-pub fn ranks(row: &Row<'_>, relevant: &[u32], left_out: &[u32]) -> Option<Ranks> {
+pub fn ranks(row: &QueryKeys<'_>, relevant: &[u32], left_out: &[u32]) -> Option<Ranks> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<RankScratch> =
             std::cell::RefCell::new(RankScratch::default());
@@ -141,7 +139,7 @@ const NOWHERE: u32 = u32::MAX;
 const BELOW: u32 = u32::MAX - 1;
 
 fn ranks_with(
-    row: &Row<'_>,
+    row: &QueryKeys<'_>,
     relevant: &[u32],
     left_out: &[u32],
     s: &mut RankScratch,
@@ -292,46 +290,44 @@ fn score(relevant: impl Iterator<Item = bool>, r: usize) -> QueryScore {
     s
 }
 
-/// Retrieval metrics of `queries` (`n × dim`, row-major, labels `query_labels`) against
-/// `references` (with their labels), or against themselves leaving each out when `references`
-/// is `None`. Labels are compared by value. Neighbours are computed on `device`.
+/// Retrieval metrics of `queries` (labels `query_labels`) against `references` (with their
+/// labels), or against themselves leaving each out when `references` is `None`. Labels are
+/// compared by value. Neighbours are computed on `device`.
 pub fn retrieval(
-    queries: &[f32],
+    queries: Rows<'_>,
     query_labels: &[usize],
-    references: Option<(&[f32], &[usize])>,
-    dim: usize,
+    references: Option<(Rows<'_>, &[usize])>,
     distance: Distance,
     device: &Device,
 ) -> Result<Retrieval, KnnError> {
-    retrieval_per_query(queries, query_labels, references, dim, distance, device).map(|r| r.0)
+    retrieval_per_query(queries, query_labels, references, distance, device).map(|r| r.0)
 }
 
 /// [`retrieval`], and the average precision over the whole ranking of every query (`None` for
 /// a query with no relevant reference).
 pub fn retrieval_per_query(
-    queries: &[f32],
+    queries: Rows<'_>,
     query_labels: &[usize],
-    references: Option<(&[f32], &[usize])>,
-    dim: usize,
+    references: Option<(Rows<'_>, &[usize])>,
     distance: Distance,
     device: &Device,
 ) -> Result<(Retrieval, Vec<Option<f64>>), KnnError> {
     let leave_one_out = references.is_none();
     let ref_labels = references.map_or(query_labels, |r| r.1);
-    if queries.len() != query_labels.len() * dim.max(1) {
-        return Err(KnnError::Shape {
-            what: "queries (for their labels)",
-            len: queries.len(),
-            dim: dim.max(1),
+    if queries.len() != query_labels.len() {
+        return Err(KnnError::Labels {
+            what: "queries",
+            rows: queries.len(),
+            labels: query_labels.len(),
         });
     }
     if let Some((r, l)) = references
-        && r.len() != l.len() * dim.max(1)
+        && r.len() != l.len()
     {
-        return Err(KnnError::Shape {
-            what: "references (for their labels)",
-            len: r.len(),
-            dim: dim.max(1),
+        return Err(KnnError::Labels {
+            what: "references",
+            rows: r.len(),
+            labels: l.len(),
         });
     }
     let mut class_size = HashMap::<usize, usize>::new();
@@ -352,7 +348,6 @@ pub fn retrieval_per_query(
     let scores = for_each_row(
         queries,
         references.map(|r| r.0),
-        dim,
         distance,
         device,
         |row, scratch| {
@@ -392,54 +387,38 @@ pub fn retrieval_per_query(
     Ok((r, per_query))
 }
 
-/// Leave-one-out retrieval quality of a labelled set of embeddings (`labels.len() × dim`,
-/// row-major), computed on the host CPU.
-///
-/// # Panics
-/// If `embeddings.len() != labels.len() * dim`.
-pub fn leave_one_out(
-    embeddings: &[f32],
-    dim: usize,
-    labels: &[usize],
-    distance: Distance,
-) -> Retrieval {
-    retrieval(
-        embeddings,
-        labels,
-        None,
-        dim,
-        distance,
-        &crate::device::host(),
-    )
-    .expect("embeddings must be labels × dim")
-}
-
-/// Retrieval quality of `queries` against `references`, computed on the host CPU.
-///
-/// # Panics
-/// If an embedding slice is not its labels × `dim`.
-pub fn query_reference(
-    queries: &[f32],
-    query_labels: &[usize],
-    references: &[f32],
-    reference_labels: &[usize],
-    dim: usize,
-    distance: Distance,
-) -> Retrieval {
-    retrieval(
-        queries,
-        query_labels,
-        Some((references, reference_labels)),
-        dim,
-        distance,
-        &crate::device::host(),
-    )
-    .expect("embeddings must be labels × dim")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn leave_one_out(x: &[f32], dim: usize, labels: &[usize], distance: Distance) -> Retrieval {
+        retrieval(
+            Rows::new(x, dim),
+            labels,
+            None,
+            distance,
+            &crate::test_device(),
+        )
+        .unwrap()
+    }
+
+    fn query_reference(
+        queries: &[f32],
+        query_labels: &[usize],
+        references: &[f32],
+        reference_labels: &[usize],
+        dim: usize,
+        distance: Distance,
+    ) -> Retrieval {
+        retrieval(
+            Rows::new(queries, dim),
+            query_labels,
+            Some((Rows::new(references, dim), reference_labels)),
+            distance,
+            &crate::test_device(),
+        )
+        .unwrap()
+    }
 
     /// Hand-worked: points on a line, classes a a b a b.
     /// Query 0 (x=0, a): others by distance 1(a, 1), 2(b, 2), 3(a, 3), 4(b, 4); R = 2:
@@ -483,7 +462,10 @@ mod tests {
         assert_eq!(m.precision_at_1, 1.0);
         assert!((m.r_precision - 0.5).abs() < 1e-12);
         assert!((m.map_at_r - 0.5).abs() < 1e-12);
-        assert_eq!(m.to_json()["queries_without_relevant_reference"], 1);
+        assert_eq!(
+            serde_json::to_value(m).unwrap()["queries_without_relevant_reference"],
+            1
+        );
     }
 
     #[test]
@@ -550,7 +532,7 @@ mod tests {
                 })
                 .collect();
             let own = (case % 3 == 0).then(|| next(n as u64) as usize);
-            let row = Row::new(0, &keys, own);
+            let row = QueryKeys::new(0, &keys, own);
             let listed = |c: Option<bool>| -> Vec<u32> {
                 (0..n as u32)
                     .filter(|&j| Some(j as usize) != own && class[j as usize] == c)

@@ -48,12 +48,12 @@
 
 mod common;
 
+use burn::tensor::Device;
 use common::{bools, f64s, floats, ints};
 use serde_json::Value;
 use triplet_loss::Distance;
-use triplet_train::eval::clustering::{ami, clustering, kmeans, nmi};
-use triplet_train::eval::reid::{Split, reid};
-use triplet_train::eval::verification::{best_threshold, cross_validated, roc, verification};
+use triplet_metrics::verification::{best_threshold, cross_validated, roc, verification};
+use triplet_metrics::{Rows, Split, ami, clustering, kmeans, nmi, reid};
 
 fn golden() -> Value {
     serde_json::from_str(include_str!("fixtures/applications_golden.json")).unwrap()
@@ -112,7 +112,7 @@ fn kmeans_finds_scikit_learns_partition() {
         let labels = ints(&case["labels"]);
         let k = case["k"].as_u64().unwrap() as usize;
         for seed in [0, 1, 7] {
-            let ours = kmeans(&x, dim, k, seed);
+            let ours = kmeans(Rows::new(&x, dim), k, seed);
             assert_eq!(
                 partition(&ours.assignment),
                 partition(&ints(&case["assignment"])),
@@ -121,7 +121,7 @@ fn kmeans_finds_scikit_learns_partition() {
             let inertia = case["inertia"].as_f64().unwrap();
             close(name, "inertia", ours.inertia, inertia, 1e-9 * inertia);
         }
-        let c = clustering(&x, dim, &labels, 0);
+        let c = clustering(Rows::new(&x, dim), &labels, 0);
         close(name, "NMI", c.nmi, case["nmi"].as_f64().unwrap(), 1e-10);
         close(name, "AMI", c.ami, case["ami"].as_f64().unwrap(), 1e-10);
     }
@@ -206,7 +206,7 @@ fn reid_matches_the_market1501_evaluation() {
     let g = golden();
     let cases = g["reid"]["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 5);
-    let device = triplet_train::device::host();
+    let device = Device::flex();
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let distance = match case["distance"].as_str().unwrap() {
@@ -220,11 +220,11 @@ fn reid_matches_the_market1501_evaluation() {
             is_gallery: &is_gallery,
             groups: groups.as_deref(),
         };
+        let x = floats(&case["embeddings"]);
         let r = reid(
-            &floats(&case["embeddings"]),
+            Rows::new(&x, case["dim"].as_u64().unwrap() as usize),
             &ints(&case["labels"]),
             split,
-            case["dim"].as_u64().unwrap() as usize,
             distance,
             &device,
         )

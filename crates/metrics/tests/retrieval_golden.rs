@@ -33,10 +33,11 @@
 
 mod common;
 
+use burn::tensor::Device;
 use common::{floats, ints};
 use serde_json::Value;
 use triplet_loss::Distance;
-use triplet_train::eval::metrics::{leave_one_out, query_reference};
+use triplet_metrics::{Rows, retrieval};
 
 #[test]
 fn metrics_match_pytorch_metric_learning() {
@@ -53,23 +54,28 @@ fn metrics_match_pytorch_metric_learning() {
         };
         let queries = floats(&case["queries"]);
         let query_labels = ints(&case["query_labels"]);
-        let m = match case["mode"].as_str().unwrap() {
-            "leave-one-out" => leave_one_out(&queries, dim, &query_labels, distance),
-            _ => query_reference(
-                &queries,
-                &query_labels,
-                &floats(&case["references"]),
-                &ints(&case["reference_labels"]),
-                dim,
-                distance,
-            ),
+        let leave_one_out = case["mode"] == "leave-one-out";
+        let (references, reference_labels) = if leave_one_out {
+            (Vec::new(), Vec::new())
+        } else {
+            (floats(&case["references"]), ints(&case["reference_labels"]))
         };
+        let references =
+            (!leave_one_out).then(|| (Rows::new(&references, dim), reference_labels.as_slice()));
+        let m = retrieval(
+            Rows::new(&queries, dim),
+            &query_labels,
+            references,
+            distance,
+            &Device::flex(),
+        )
+        .unwrap();
         assert_eq!(
             m.queries as u64,
             case["counted"].as_u64().unwrap(),
             "{name}: queries counted"
         );
-        let ours = m.to_json();
+        let ours = serde_json::to_value(m).unwrap();
         for key in [
             "precision_at_1",
             "r_precision",

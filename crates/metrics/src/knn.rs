@@ -2,15 +2,15 @@
 //! matrix.
 //!
 //! The references are uploaded once and their squared norms summed on the host. Two searches:
-//! - [`for_each_row`] (eval's metrics): each block of query rows gets its dot products with
+//! - [`for_each_row`] (the metrics): each block of query rows gets its dot products with
 //!   every reference from one matrix product on the device (at most [`BLOCK_ELEMENTS`] values,
 //!   or one row when a row is longer). The block is read back and each row, in parallel on the
 //!   host, becomes ranking keys (`max(‖q‖² + ‖r‖² − 2 q·r, 0)` for Euclidean, which ranks like
-//!   the distance; `1 − q̂·r̂` for cosine) that a visitor sees whole: [`Row::nearest_into`]
+//!   the distance; `1 − q̂·r̂` for cosine) that a visitor sees whole: [`QueryKeys::nearest_into`]
 //!   selects the `k` nearest (one pass with a short sorted list for small `k`,
-//!   `select_nth_unstable` and a sort of the `k` otherwise), `metrics::ranks` places every
-//!   relevant reference. [`for_each_ranked`] is the top-k visitor.
-//! - [`nearest`] (`triplet search`): blocks of up to [`NEAREST_QUERY_BLOCK`] queries against
+//!   `select_nth_unstable` and a sort of the `k` otherwise), [`ranks`](crate::ranks) places
+//!   every relevant reference. [`for_each_ranked`] is the top-k visitor.
+//! - [`nearest`] (a search of a gallery): blocks of up to [`NEAREST_QUERY_BLOCK`] queries against
 //!   chunks of the references, with a running top-k per query, so a large gallery is read once
 //!   per block of queries; the distances it returns are recomputed exactly.
 //!
@@ -21,6 +21,8 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 use triplet_loss::Distance;
+
+use crate::rows::Rows;
 
 /// Most dot products computed at once: 16 MiB of `f32`. Measured on 2 cores (10k × 60k, 64-d): 16 MiB
 /// blocks take 0.54 s for the products, 64 MiB blocks 2.5 s (blocks of 32 MiB and more are
@@ -35,15 +37,23 @@ const SMALL_K: usize = 32;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KnnError {
-    /// A slice is not a whole number of `dim`-sized rows.
-    #[error("{what} has {len} values, not a multiple of the dimension {dim}")]
-    Shape {
+    /// Queries and references of different dimensions.
+    #[error("the queries are {queries}-d but the references {references}-d")]
+    Dimensions {
+        /// The queries' dimension.
+        queries: usize,
+        /// The references' dimension.
+        references: usize,
+    },
+    /// Not one label (or flag) per row.
+    #[error("{what}: {rows} rows but {labels} labels")]
+    Labels {
         /// Which input.
         what: &'static str,
-        /// Its length.
-        len: usize,
-        /// The dimension.
-        dim: usize,
+        /// Its rows.
+        rows: usize,
+        /// Its labels.
+        labels: usize,
     },
     /// An embedding holds NaN or an infinity.
     #[error("{what} row {row} is not finite (NaN or infinite values)")]
@@ -67,7 +77,7 @@ pub enum KnnError {
 /// or the cosine distance `1 − q̂·r̂`. Neighbours are ranked by key, then by reference index
 /// ([`by_key_then_index`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Row<'a> {
+pub struct QueryKeys<'a> {
     /// The query's index.
     pub query: usize,
     /// One key per reference.
@@ -76,7 +86,7 @@ pub struct Row<'a> {
     pub own: Option<usize>,
 }
 
-impl<'a> Row<'a> {
+impl<'a> QueryKeys<'a> {
     /// A row of keys as [`for_each_row`] makes them (for tests and other searches).
     pub fn new(query: usize, keys: &'a [f32], own: Option<usize>) -> Self {
         Self { query, keys, own }
@@ -125,40 +135,33 @@ impl<'a> Row<'a> {
     }
 }
 
-/// Checks the inputs' shapes and values; returns the numbers of queries and references.
-fn check(
-    queries: &[f32],
-    references: Option<&[f32]>,
-    dim: usize,
-) -> Result<(usize, usize), KnnError> {
-    let rows = |what, data: &[f32]| {
-        if data.len().is_multiple_of(dim) {
-            Ok(data.len() / dim)
-        } else {
-            Err(KnnError::Shape {
-                what,
-                len: data.len(),
-                dim,
-            })
-        }
-    };
-    let nq = rows("queries", queries)?;
+/// Checks the inputs' dimensions and values; returns the numbers of queries and references.
+fn check(queries: Rows<'_>, references: Option<Rows<'_>>) -> Result<(usize, usize), KnnError> {
     let references = references.unwrap_or(queries);
-    let nr = rows("references", references)?;
+    if queries.dim() != references.dim() && !queries.is_empty() && !references.is_empty() {
+        return Err(KnnError::Dimensions {
+            queries: queries.dim(),
+            references: references.dim(),
+        });
+    }
+    let nr = references.len();
     if u32::try_from(nr).is_err() {
         return Err(KnnError::TooMany(nr));
     }
-    for (what, data) in [("queries", queries), ("references", references)] {
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(KnnError::NotFinite { what, row: i / dim });
+    for (what, rows) in [("queries", queries), ("references", references)] {
+        if let Some(row) = rows.first_non_finite() {
+            return Err(KnnError::NotFinite { what, row });
         }
     }
-    Ok((nq, nr))
+    Ok((queries.len(), nr))
 }
 
 /// Rows on the device, L2-normalised for the cosine distance.
-fn prepare(data: &[f32], n: usize, dim: usize, cosine: bool, device: &Device) -> Tensor<2> {
-    let x = Tensor::<2>::from_data(TensorData::new(data.to_vec(), [n, dim]), device);
+fn prepare(rows: Rows<'_>, cosine: bool, device: &Device) -> Tensor<2> {
+    let x = Tensor::<2>::from_data(
+        TensorData::new(rows.values().to_vec(), [rows.len(), rows.dim()]),
+        device,
+    );
     if cosine {
         let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
         x / norm
@@ -168,48 +171,37 @@ fn prepare(data: &[f32], n: usize, dim: usize, cosine: bool, device: &Device) ->
 }
 
 /// Rows on the device ([`prepare`]) and, for the Euclidean expansion, their squared norms.
-fn side(
-    data: &[f32],
-    n: usize,
-    dim: usize,
-    cosine: bool,
-    device: &Device,
-) -> (Tensor<2>, Vec<f32>) {
-    let norms = if cosine {
-        Vec::new()
-    } else {
-        sq_norms(data, dim)
-    };
-    (prepare(data, n, dim, cosine, device), norms)
+fn side(rows: Rows<'_>, cosine: bool, device: &Device) -> (Tensor<2>, Vec<f32>) {
+    let norms = if cosine { Vec::new() } else { sq_norms(rows) };
+    (prepare(rows, cosine, device), norms)
 }
 
-/// Squared norms of the `dim`-value rows, summed in f32 on the host (no device temporaries of
-/// the data's size; the same values whichever device searches).
-fn sq_norms(data: &[f32], dim: usize) -> Vec<f32> {
-    data.par_chunks(dim)
+/// Squared norms of the rows, summed in f32 on the host (no device temporaries of the data's
+/// size; the same values whichever device searches).
+fn sq_norms(rows: Rows<'_>) -> Vec<f32> {
+    rows.values()
+        .par_chunks(rows.dim().max(1))
         .map(|row| row.iter().map(|v| v * v).sum())
         .collect()
 }
 
-/// Calls `visit(row, scratch)` for every query with its [`Row`] of keys against every
+/// Calls `visit(keys, scratch)` for every query with its [`QueryKeys`] against every
 /// reference; returns the results in query order. `scratch` is a buffer reused across the rows
-/// of one thread (for [`Row::nearest_into`]).
+/// of one thread (for [`QueryKeys::nearest_into`]).
 ///
-/// `references = None` searches `queries` against themselves ([`Row::own`] is then set).
+/// `references = None` searches `queries` against themselves ([`QueryKeys::own`] is then set).
 pub fn for_each_row<T, F>(
-    queries: &[f32],
-    references: Option<&[f32]>,
-    dim: usize,
+    queries: Rows<'_>,
+    references: Option<Rows<'_>>,
     distance: Distance,
     device: &Device,
     visit: F,
 ) -> Result<Vec<T>, KnnError>
 where
     T: Send,
-    F: Fn(&Row<'_>, &mut Vec<(f32, u32)>) -> T + Sync,
+    F: Fn(&QueryKeys<'_>, &mut Vec<(f32, u32)>) -> T + Sync,
 {
-    let dim = dim.max(1);
-    let (nq, nr) = check(queries, references, dim)?;
+    let (nq, nr) = check(queries, references)?;
     let leave_one_out = references.is_none();
     let references = references.unwrap_or(queries);
     let cosine = matches!(distance, Distance::Cosine);
@@ -217,7 +209,7 @@ where
     if nq == 0 || nr == 0 {
         let mut scratch = Vec::new();
         out.extend((0..nq).map(|q| {
-            let row = Row {
+            let row = QueryKeys {
                 query: q,
                 keys: &[],
                 own: None,
@@ -226,19 +218,14 @@ where
         }));
         return Ok(out);
     }
-    let (refs, ref_sq) = side(references, nr, dim, cosine, device);
+    let dim = queries.dim();
+    let (refs, ref_sq) = side(references, cosine, device);
     let refs_t = refs.transpose();
     // The block's query rows count too when the dimension exceeds the references.
     let block = (BLOCK_ELEMENTS / nr.max(dim)).clamp(1, nq);
     for start in (0..nq).step_by(block) {
         let b = block.min(nq - start);
-        let (q, q_sq) = side(
-            &queries[start * dim..(start + b) * dim],
-            b,
-            dim,
-            cosine,
-            device,
-        );
+        let (q, q_sq) = side(queries.slice(start, start + b), cosine, device);
         // The device does the matrix product; the host turns each row of dot products into
         // keys in place and visits it, so the block is read once.
         let mut dots: Vec<f32> = q
@@ -260,7 +247,7 @@ where
                     }
                 }
                 let query = start + row;
-                let row = Row {
+                let row = QueryKeys {
                     query,
                     keys,
                     own: leave_one_out.then_some(query),
@@ -279,9 +266,8 @@ where
 /// `references = None` searches `queries` against themselves, leaving each query out.
 /// `ranked` is shorter than `k` when there are fewer candidates.
 pub fn for_each_ranked<T, F>(
-    queries: &[f32],
-    references: Option<&[f32]>,
-    dim: usize,
+    queries: Rows<'_>,
+    references: Option<Rows<'_>>,
     k: usize,
     distance: Distance,
     device: &Device,
@@ -291,18 +277,11 @@ where
     T: Send,
     F: Fn(usize, &[u32]) -> T + Sync,
 {
-    for_each_row(
-        queries,
-        references,
-        dim,
-        distance,
-        device,
-        |row, scratch| {
-            row.nearest_into(k, scratch);
-            let indices: Vec<u32> = scratch.iter().map(|c| c.1).collect();
-            visit(row.query, &indices)
-        },
-    )
+    for_each_row(queries, references, distance, device, |row, scratch| {
+        row.nearest_into(k, scratch);
+        let indices: Vec<u32> = scratch.iter().map(|c| c.1).collect();
+        visit(row.query, &indices)
+    })
 }
 
 /// Query rows per block of [`nearest`]: the references are read once per block.
@@ -318,33 +297,26 @@ pub const NEAREST_QUERY_BLOCK: usize = 256;
 /// distances (Euclidean or cosine) are recomputed from the two vectors in f64, so an identical
 /// image is at distance 0 (the ranking's `‖q‖² + ‖r‖² − 2 q·r` in f32 is not exact).
 pub fn nearest(
-    queries: &[f32],
-    references: &[f32],
-    dim: usize,
+    queries: Rows<'_>,
+    references: Rows<'_>,
     k: usize,
     distance: Distance,
     device: &Device,
 ) -> Result<Vec<Vec<(usize, f64)>>, KnnError> {
-    let dim = dim.max(1);
-    let (nq, nr) = check(queries, Some(references), dim)?;
+    let (nq, nr) = check(queries, Some(references))?;
     let k = k.min(nr);
     if nq == 0 || nr == 0 || k == 0 {
         return Ok(vec![Vec::new(); nq]);
     }
+    let dim = queries.dim();
     let cosine = matches!(distance, Distance::Cosine);
-    let (refs, ref_sq) = side(references, nr, dim, cosine, device);
+    let (refs, ref_sq) = side(references, cosine, device);
     let qb = NEAREST_QUERY_BLOCK.min(nq);
     let chunk = (BLOCK_ELEMENTS / qb).clamp(1, nr);
     let mut out = Vec::with_capacity(nq);
     for start in (0..nq).step_by(qb) {
         let b = qb.min(nq - start);
-        let (q, q_sq) = side(
-            &queries[start * dim..(start + b) * dim],
-            b,
-            dim,
-            cosine,
-            device,
-        );
+        let (q, q_sq) = side(queries.slice(start, start + b), cosine, device);
         let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); b];
         for c0 in (0..nr).step_by(chunk) {
             let c1 = (c0 + chunk).min(nr);
@@ -377,14 +349,13 @@ pub fn nearest(
                 });
         }
         out.extend(best.into_iter().enumerate().map(|(row, kept)| {
-            let qv = &queries[(start + row) * dim..(start + row + 1) * dim];
+            let qv = queries.row(start + row);
             // The exact distances, in their order (the f32 keys may invert near-ties).
             let mut exact: Vec<(f64, usize)> = kept
                 .iter()
                 .map(|&(_, j)| {
                     let j = j as usize;
-                    let r = &references[j * dim..(j + 1) * dim];
-                    (exact_distance(qv, r, distance), j)
+                    (exact_distance(qv, references.row(j), distance), j)
                 })
                 .collect();
             exact.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -428,6 +399,7 @@ pub fn by_key_then_index(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_device as host;
 
     fn ranked(
         queries: &[f32],
@@ -437,12 +409,11 @@ mod tests {
         distance: Distance,
     ) -> Vec<Vec<u32>> {
         for_each_ranked(
-            queries,
-            references,
-            dim,
+            Rows::new(queries, dim),
+            references.map(|r| Rows::new(r, dim)),
             k,
             distance,
-            &crate::device::host(),
+            &host(),
             |_, r| r.to_vec(),
         )
         .unwrap()
@@ -533,29 +504,32 @@ mod tests {
     #[test]
     fn non_finite_rows_are_an_error() {
         let e = for_each_ranked(
-            &[1.0, 2.0, f32::NAN, 0.0],
+            Rows::new(&[1.0, 2.0, f32::NAN, 0.0], 2),
             None,
-            2,
             1,
             Distance::Euclidean,
-            &crate::device::host(),
+            &host(),
             |_, _| (),
         );
         assert!(matches!(e, Err(KnnError::NotFinite { row: 1, .. })));
     }
 
     #[test]
-    fn ragged_input_is_an_error() {
-        let e = for_each_ranked(
-            &[1.0, 2.0, 3.0],
-            None,
-            2,
+    fn queries_and_references_of_other_dimensions_are_an_error() {
+        let e = nearest(
+            Rows::new(&[1.0, 2.0], 2),
+            Rows::new(&[1.0, 2.0, 3.0], 3),
             1,
             Distance::Euclidean,
-            &crate::device::host(),
-            |_, _| (),
+            &host(),
         );
-        assert!(matches!(e, Err(KnnError::Shape { len: 3, dim: 2, .. })));
+        assert!(matches!(
+            e,
+            Err(KnnError::Dimensions {
+                queries: 2,
+                references: 3
+            })
+        ));
     }
 
     /// `nearest` (query blocks against reference chunks) ranks exactly as the row search, ties
@@ -568,9 +542,16 @@ mod tests {
         let grid = |i: usize| [(i * 7 % 13) as f32, (i * 5 % 11) as f32];
         let refs: Vec<f32> = (0..nr).flat_map(grid).collect();
         let queries: Vec<f32> = (0..nq).flat_map(|i| grid(i * 3 + 1)).collect();
-        let device = crate::device::host();
+        let device = host();
         let want = ranked(&queries, Some(&refs), dim, 12, Distance::Euclidean);
-        let got = nearest(&queries, &refs, dim, 12, Distance::Euclidean, &device).unwrap();
+        let got = nearest(
+            Rows::new(&queries, dim),
+            Rows::new(&refs, dim),
+            12,
+            Distance::Euclidean,
+            &device,
+        )
+        .unwrap();
         for (q, (w, g)) in want.iter().zip(&got).enumerate() {
             let g_idx: Vec<u32> = g.iter().map(|h| h.0 as u32).collect();
             assert_eq!(&g_idx, w, "query {q}");
@@ -586,7 +567,14 @@ mod tests {
         let (dim, nr) = (8, 20_000);
         let refs: Vec<f32> = (0..nr * dim).map(|_| next()).collect();
         let queries: Vec<f32> = (0..40 * dim).map(|_| next()).collect();
-        let got = nearest(&queries, &refs, dim, 5, Distance::Cosine, &device).unwrap();
+        let got = nearest(
+            Rows::new(&queries, dim),
+            Rows::new(&refs, dim),
+            5,
+            Distance::Cosine,
+            &device,
+        )
+        .unwrap();
         for (q, g) in got.iter().enumerate() {
             let qv = &queries[q * dim..(q + 1) * dim];
             let mut all: Vec<(f64, usize)> = (0..nr)
@@ -601,12 +589,11 @@ mod tests {
         }
         // k beyond the references: all of them.
         let all = nearest(
-            &[0.0, 0.0],
-            &refs[..6],
-            2,
+            Rows::new(&[0.0, 0.0], 2),
+            Rows::new(&refs[..6], 2),
             99,
             Distance::Euclidean,
-            &crate::device::host(),
+            &host(),
         )
         .unwrap();
         assert_eq!(all[0].len(), 3);

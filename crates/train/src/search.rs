@@ -3,23 +3,22 @@
 //! `is_match`).
 //!
 //! The gallery is embedded once (or read from a `triplet embed` folder), then searched exactly
-//! in blocks of queries ([`super::knn`]): memory is the gallery's embeddings plus one block of
+//! in blocks of queries ([`triplet_metrics::nearest`]): memory is the gallery's embeddings plus one block of
 //! distances, whatever the gallery's size.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
+use triplet_metrics::{RowsBuf, nearest};
 
-use super::command::{EMBED_INFO, Part, embed_set, open_part, say_model};
-use super::knn::nearest;
 use crate::console::say;
-use crate::data::listing::{CsvTable, IMAGE_EXTENSIONS, images_in, is_image};
+use crate::data::listing::{IMAGE_EXTENSIONS, images_in, is_image};
 use crate::data::source::ImageSet;
 use crate::device::Backend;
+use crate::embed::files::{EmbedFolder, EmbedInfo, is_embed_dir, read_embed_dir};
+use crate::embed::{Part, embed_set, open_part, say_model};
 use crate::files::{same_file, write_atomic};
 use crate::run::trained::{Trained, load};
 
@@ -72,141 +71,33 @@ pub struct QueryResult {
 
 /// A gallery: its embeddings and, per row, a name and a class.
 struct Gallery {
-    embeddings: Vec<f32>,
-    dim: usize,
+    rows: RowsBuf,
     paths: Vec<String>,
     labels: Vec<String>,
 }
 
-/// Whether `dir` is a `triplet embed` output folder.
-fn is_embed_dir(dir: &Path) -> bool {
-    dir.join("embeddings.npy").is_file() && dir.join("labels.csv").is_file()
+impl Gallery {
+    /// An embed folder as a gallery.
+    fn of_folder(folder: EmbedFolder) -> Self {
+        let (paths, labels) = folder.labels.into_iter().map(|r| (r.path, r.label)).unzip();
+        Self {
+            rows: folder.rows,
+            paths,
+            labels,
+        }
+    }
 }
 
-/// Reads a `rows × cols` little-endian float32 `.npy` (as `triplet embed` writes), straight
-/// into floats (no second copy of the bytes).
-pub fn read_npy_f32(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
-    let bad = |why: &str| anyhow::anyhow!("{} is not a float32 matrix .npy: {why}", path.display());
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut head = [0u8; 10];
-    reader.read_exact(&mut head).map_err(|_| bad("too short"))?;
-    if &head[..6] != b"\x93NUMPY" {
-        return Err(bad("no .npy magic"));
-    }
-    let len = usize::from(u16::from_le_bytes([head[8], head[9]]));
-    if head[6] != 1 {
-        return Err(bad("only version 1 is read"));
-    }
-    let mut header = vec![0u8; len];
-    reader
-        .read_exact(&mut header)
-        .map_err(|_| bad("header cut short"))?;
-    let header = String::from_utf8_lossy(&header);
-    if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
-        return Err(bad(&format!(
-            "needs '<f4' in C order, header {}",
-            header.trim()
-        )));
-    }
-    let dims: Vec<usize> = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .map(|s| s.split(',').filter_map(|d| d.trim().parse().ok()).collect())
-        .unwrap_or_default();
-    let [rows, cols] = dims[..] else {
-        return Err(bad("not two-dimensional"));
-    };
-    let count = rows
-        .checked_mul(cols)
-        .ok_or_else(|| bad("shape overflows"))?;
-    // The announced shape must fit the file before anything that size is allocated.
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    let needed = (10 + len as u64).saturating_add((count as u64).saturating_mul(4));
-    if size < needed {
-        return Err(bad(&format!(
-            "{rows} × {cols} values announced, fewer present ({size} bytes, {needed} needed)"
-        )));
-    }
-    let mut values = Vec::with_capacity(count);
-    let mut chunk = vec![0u8; 1 << 20];
-    while values.len() < count {
-        let want = ((count - values.len()) * 4).min(chunk.len());
-        reader
-            .read_exact(&mut chunk[..want])
-            .map_err(|_| bad(&format!("{rows} × {cols} values announced, fewer present")))?;
-        values.extend(
-            chunk[..want]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-    }
-    Ok((rows, cols, values))
-}
-
-/// Reads a `triplet embed` folder: `embeddings.npy` and `labels.csv` (`path,label`, same order).
-fn read_embed_dir(dir: &Path) -> Result<Gallery> {
-    let (rows, dim, embeddings) = read_npy_f32(&dir.join("embeddings.npy"))?;
-    let labels_path = dir.join("labels.csv");
-    let table = CsvTable::read(&labels_path)?;
-    let hint = "`triplet embed` writes `path,label`";
-    let (path_col, label_col) = (table.column("path", hint)?, table.column("label", hint)?);
-    let (mut paths, mut labels) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
-    for (line, record) in table.rows() {
-        let record = record?;
-        let (Some(path), Some(label)) = (record.get(path_col), record.get(label_col)) else {
-            bail!(
-                "{}:{line}: missing the path or the label",
-                labels_path.display()
-            );
-        };
-        paths.push(path.to_owned());
-        labels.push(label.to_owned());
-    }
-    if paths.len() != rows {
-        bail!(
-            "{} lists {} images but {} holds {rows} embeddings; re-run `triplet embed`",
-            labels_path.display(),
-            paths.len(),
-            dir.join("embeddings.npy").display()
-        );
-    }
-    if let Some(i) = embeddings.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "{}: embedding {} is not finite",
-            dir.join("embeddings.npy").display(),
-            i / dim.max(1)
-        );
-    }
-    Ok(Gallery {
-        embeddings,
-        dim,
-        paths,
-        labels,
-    })
-}
-
-/// Warns when an `embed` folder names another model than the one searching.
-fn warn_other_model(dir: &Path, trained: &Trained) {
-    let Ok(text) = std::fs::read_to_string(dir.join(EMBED_INFO)) else {
-        return;
-    };
-    let Some(made_by) = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v["checkpoint"].as_str().map(PathBuf::from))
-    else {
-        return;
-    };
-    if !same_file(&made_by, &trained.weights) {
+/// Warns when an embed folder names another model than the one searching.
+fn warn_other_model(dir: &Path, info: Option<&EmbedInfo>, trained: &Trained) {
+    if let Some(info) = info
+        && !same_file(&info.checkpoint, &trained.weights)
+    {
         say(&format!(
             "warning: the gallery {} was embedded with {}, not with {}: distances between the \
              two models' embeddings mean nothing",
             dir.display(),
-            made_by.display(),
+            info.checkpoint.display(),
             trained.weights.display()
         ));
     }
@@ -216,7 +107,7 @@ fn warn_other_model(dir: &Path, trained: &Trained) {
 /// folder), or else a folder of images without class folders (their class is `-`).
 fn open_gallery(path: &Path) -> Result<(ImageSet, String)> {
     match open_part(path, Part::Train, None) {
-        Ok((set, text, _)) => Ok((set, text)),
+        Ok(opened) => Ok((opened.set, opened.description)),
         Err(e) if path.is_dir() => {
             let images = images_in(path).with_context(|| format!("listing {}", path.display()))?;
             if images.is_empty() {
@@ -356,12 +247,13 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
     let queries = query_images(&o.query, trained.transform.channels)?;
     say_model(&trained, o.backend);
     let gallery = if is_embed_dir(&o.gallery) {
-        let g = read_embed_dir(&o.gallery)?;
-        warn_other_model(&o.gallery, &trained);
+        let folder = read_embed_dir(&o.gallery)?;
+        warn_other_model(&o.gallery, folder.info.as_ref(), &trained);
+        let g = Gallery::of_folder(folder);
         say(&format!(
             "gallery: {} embeddings ({}-d) from {}",
             g.paths.len(),
-            g.dim,
+            g.rows.dim(),
             o.gallery.display()
         ));
         g
@@ -372,21 +264,19 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
         Gallery {
             paths: e.indices.iter().map(|&i| set.describe(i)).collect(),
             labels: e.labels.iter().map(|&l| set.classes()[l].clone()).collect(),
-            embeddings: e.embeddings,
-            dim: e.dim,
+            rows: e.rows,
         }
     };
     if gallery.paths.is_empty() {
         bail!("the gallery {} has no readable images", o.gallery.display());
     }
     let (queries, q) = embed_set(&trained, queries)?;
-    let queries: Arc<ImageSet> = queries;
-    if q.dim != gallery.dim {
+    if q.rows.dim() != gallery.rows.dim() {
         bail!(
             "the gallery's embeddings are {}-d but this model embeds {}-d: {} was embedded by \
              another model",
-            gallery.dim,
-            q.dim,
+            gallery.rows.dim(),
+            q.rows.dim(),
             o.gallery.display()
         );
     }
@@ -396,14 +286,7 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
         ));
     }
     let started = std::time::Instant::now();
-    let found = nearest(
-        &q.embeddings,
-        &gallery.embeddings,
-        q.dim,
-        o.k,
-        distance,
-        &device,
-    )?;
+    let found = nearest(q.rows.rows(), gallery.rows.rows(), o.k, distance, &device)?;
     say(&format!(
         "searched {} queries against {} gallery embeddings in {:.3} s",
         q.indices.len(),
@@ -483,32 +366,4 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
         ));
     }
     Ok(results)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::eval::export::npy_f32;
-
-    #[test]
-    fn npy_round_trips_and_bad_files_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("e.npy");
-        let values: Vec<f32> = (0..300_000).map(|i| i as f32 * 0.5).collect();
-        std::fs::write(&path, npy_f32(&values, 100_000, 3)).unwrap();
-        let (rows, cols, back) = read_npy_f32(&path).unwrap();
-        assert_eq!((rows, cols), (100_000, 3));
-        assert_eq!(back, values);
-        let bytes = npy_f32(&values[..6], 2, 3);
-        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
-        let e = read_npy_f32(&path).unwrap_err().to_string();
-        assert!(e.contains("e.npy") && e.contains("fewer present"), "{e}");
-        std::fs::write(&path, b"hello").unwrap();
-        assert!(
-            read_npy_f32(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("e.npy")
-        );
-    }
 }

@@ -3,13 +3,14 @@
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
+use triplet_metrics::Rows;
+
 use super::{FAMILY, class_colour, render, span, tick};
 
-/// The two leading principal components of `n × dim` rows (power iteration with deflation on
-/// the covariance, in f64) and the fraction of the variance each explains.
-pub fn pca_2d(x: &[f32], dim: usize) -> (Vec<[f64; 2]>, [f64; 2]) {
-    let dim = dim.max(1);
-    let n = x.len() / dim;
+/// The two leading principal components of the rows (power iteration with deflation on the
+/// covariance, in f64) and the fraction of the variance each explains.
+pub fn pca_2d(rows: Rows<'_>) -> (Vec<[f64; 2]>, [f64; 2]) {
+    let (n, dim, x) = (rows.len(), rows.dim(), rows.values());
     if n == 0 {
         return (Vec::new(), [0.0; 2]);
     }
@@ -96,25 +97,18 @@ pub fn pca_2d(x: &[f32], dim: usize) -> (Vec<[f64; 2]>, [f64; 2]) {
 /// A PCA map of embeddings coloured by class, as a PNG; at most `max_points` rows (an even
 /// stride through them) are analysed and drawn.
 pub fn pca_png(
-    embeddings: &[f32],
-    dim: usize,
+    embeddings: Rows<'_>,
     labels: &[usize],
     class_names: &[String],
     title: &str,
     max_points: usize,
 ) -> Result<Vec<u8>> {
     // Subsample first (an even stride), so PCA costs at most `max_points · dim²`.
-    let dim = dim.max(1);
-    let n = embeddings.len() / dim;
-    let stride = n.div_ceil(max_points.max(1)).max(1);
-    let sample: Vec<f32> = embeddings
-        .chunks_exact(dim)
-        .step_by(stride)
-        .flatten()
-        .copied()
-        .collect();
+    let stride = embeddings.len().div_ceil(max_points.max(1)).max(1);
+    let kept: Vec<usize> = (0..embeddings.len()).step_by(stride).collect();
+    let sample = embeddings.select(&kept);
     let labels: Vec<usize> = labels.iter().copied().step_by(stride).collect();
-    let (points, explained) = pca_2d(&sample, dim);
+    let (points, explained) = pca_2d(sample.rows());
     render(1000, 850, |root| {
         let err = |e: DrawingAreaErrorKind<_>| anyhow!("{e}");
         let (x0, x1) = span(points.iter().map(|p| p[0]));
@@ -176,7 +170,7 @@ mod tests {
             let s = if matches!(i % 4, 0 | 3) { 1.0 } else { -1.0 };
             x.extend([t, t, s]);
         }
-        let (p, explained) = pca_2d(&x, 3);
+        let (p, explained) = pca_2d(Rows::new(&x, 3));
         assert_eq!(p.len(), 48);
         assert!(explained[0] > 0.99 && explained[1] > 0.0);
         assert!((explained[0] + explained[1] - 1.0).abs() < 1e-9);
@@ -195,7 +189,14 @@ mod tests {
             })
             .collect();
         let labels: Vec<usize> = (0..40).map(|i| i % 2).collect();
-        let png = pca_png(&x, 2, &labels, &["a".into(), "b".into()], "test", 1000).unwrap();
+        let png = pca_png(
+            Rows::new(&x, 2),
+            &labels,
+            &["a".into(), "b".into()],
+            "test",
+            1000,
+        )
+        .unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
         let has = |c: RGBColor| img.pixels().any(|p| p.0 == [c.0, c.1, c.2]);
         // Legend markers are drawn in the full class colours.
