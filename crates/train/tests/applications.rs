@@ -17,6 +17,7 @@ use triplet_loss::Distance;
 use triplet_metrics::verification::verification;
 use triplet_metrics::{Rows, Split, clustering, reid};
 use triplet_train::embed::files::{npy_f32, read_npy_f32};
+use triplet_train::eval::verification::PairsSource;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fashion-mnist-small/applications")
@@ -237,6 +238,43 @@ fn eval_scores_clustering_verification_and_reid_like_the_library() {
     assert_eq!((shown.width(), shown.height()), (1074, 748));
     let roc_png = image::open(out.path().join("roc.png")).unwrap();
     assert_eq!((roc_png.width(), roc_png.height()), (1400, 720));
+
+    // The same evaluation through the library's stages, without the CLI: each stage's output
+    // is the next one's input, and the scores are those metrics.json holds.
+    let mut options = triplet_train::eval::EvalOptions::new(trained(), f.join("reid.csv"));
+    options.pairs = PairsSource::File(f.join("pairs.csv"));
+    options.group_column = Some("camera".into());
+    let plan = triplet_train::eval::plan(&options).unwrap();
+    assert_eq!(plan.groups.len(), 4, "reid asked for by the group column");
+    let embeddings = triplet_train::eval::embed(&plan).unwrap();
+    assert!(embeddings.references.is_none(), "leave-one-out");
+    assert_eq!(embeddings.queries.embedded.rows.len(), 120);
+    let scored = triplet_train::eval::score(&plan, &embeddings).unwrap();
+    let report = &scored.report;
+    close(
+        "P@1",
+        m["precision_at_1"].as_f64().unwrap(),
+        report.retrieval.precision_at_1,
+    );
+    close(
+        "AMI",
+        m["AMI"].as_f64().unwrap(),
+        report.clustering.as_ref().unwrap().ami,
+    );
+    close(
+        "AUC",
+        m["verification"]["auc"].as_f64().unwrap(),
+        report.verification.as_ref().unwrap().auc,
+    );
+    close(
+        "mAP",
+        m["reid"]["mAP"].as_f64().unwrap(),
+        report.reid.as_ref().unwrap().map,
+    );
+    let table = triplet_train::eval::report(&plan, &embeddings, &scored).join("\n");
+    for line in ["NMI", "ROC AUC", "CMC rank-1"] {
+        assert!(table.contains(line), "{line} in {table}");
+    }
 
     // Only what is asked for.
     let only = tempfile::tempdir().unwrap();

@@ -30,16 +30,9 @@ pub enum ListingError {
         #[source]
         source: std::io::Error,
     },
-    /// A CSV list is malformed.
-    #[error("{}:{line}: {reason}", path.display())]
-    Csv {
-        /// The CSV file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
+    /// A CSV list cannot be read or is malformed (naming the file and line).
+    #[error(transparent)]
+    Csv(#[from] CsvError),
     /// Fewer than two classes with images: nothing to contrast.
     #[error("{} has {classes} usable class(es); triplet training needs at least 2 classes with images", path.display())]
     TooFewClasses {
@@ -48,15 +41,6 @@ pub enum ListingError {
         /// Classes with at least one image.
         classes: usize,
     },
-}
-
-impl From<CsvError> for ListingError {
-    fn from(e: CsvError) -> Self {
-        match e {
-            CsvError::Io { path, source } => ListingError::Io { path, source },
-            CsvError::Csv { path, line, reason } => ListingError::Csv { path, line, reason },
-        }
-    }
 }
 
 /// One sample: an image file and its class.
