@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 
 use crate::console::say;
-use crate::files::write_atomic;
+use crate::files::{folder_of, write_atomic};
 use crate::run::trained::load;
 
 /// Runs `triplet export`: the model weights as safetensors (tensor names are the module paths,
@@ -32,9 +32,8 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<()> {
         .get_bytes()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("encoding safetensors")?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    let dir = folder_of(out);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_atomic(out, &bytes)?;
     say(&format!(
         "exported {} ({}) to {} ({} bytes, safetensors)",

@@ -22,10 +22,13 @@ pub fn folder_of(path: &Path) -> &Path {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = folder_of(path);
     let write = || -> std::io::Result<()> {
-        let mut file = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(new_file_permissions())
-            .tempfile_in(dir)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".tmp-");
+        // 0666: the kernel takes the umask off when the file is created. (Elsewhere a new file
+        // is writable, which the temporary file already is.)
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let mut file = builder.tempfile_in(dir)?;
         file.write_all(bytes)?;
         file.as_file().sync_all()?;
         if crate::fault::ENABLED {
@@ -36,22 +39,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         sync_dir(dir)
     };
     write().with_context(|| format!("writing {}", path.display()))
-}
-
-/// `0666`: the kernel takes the umask off when the file is created.
-#[cfg(unix)]
-fn new_file_permissions() -> fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    fs::Permissions::from_mode(0o666)
-}
-
-#[cfg(not(unix))]
-fn new_file_permissions() -> fs::Permissions {
-    // Elsewhere a new file is writable, which the temporary file already is.
-    tempfile::tempfile()
-        .and_then(|f| f.metadata())
-        .map(|m| m.permissions())
-        .expect("a temporary file")
 }
 
 /// Makes the entries of `dir` (a rename into it) durable.

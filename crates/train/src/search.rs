@@ -3,8 +3,8 @@
 //! `is_match`).
 //!
 //! The gallery is embedded once (or read from a `triplet embed` folder), then searched exactly
-//! in blocks of queries ([`triplet_metrics::nearest`]): memory is the gallery's embeddings plus one block of
-//! distances, whatever the gallery's size.
+//! in blocks of queries ([`triplet_metrics::nearest`]): memory is the gallery's embeddings plus
+//! one block of distances, whatever the gallery's size.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ use crate::data::source::ImageSet;
 use crate::device::Backend;
 use crate::embed::files::{EmbedFolder, EmbedInfo, is_embed_dir, read_embed_dir};
 use crate::embed::{Part, embed_set, open_part, say_model};
-use crate::files::{same_file, write_atomic};
+use crate::files::{folder_of, same_file, write_atomic};
 use crate::run::trained::{Trained, load};
 
 /// Most neighbours `--k` may ask for per query.
@@ -355,9 +355,8 @@ pub fn search(o: &SearchOptions) -> Result<Vec<QueryResult>> {
             }
             csv.into_inner().context("formatting the results")?
         };
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        let dir = folder_of(out);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         write_atomic(out, &bytes)?;
         say(&format!(
             "{} queries' neighbours written to {}",
