@@ -7,13 +7,19 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum IndexError {
     /// A file of the index could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The folder does not exist.
+    #[error("{} does not exist; `triplet index build` makes an index", path.display())]
+    Missing {
+        /// The folder.
+        path: PathBuf,
     },
     /// The folder is not an index (no `index.json`).
     #[error(

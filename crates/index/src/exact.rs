@@ -26,7 +26,11 @@ fn lanes(a: &[f32], b: &[f32], square_diff: bool) -> f32 {
     }
     let mut sum: f32 = acc.iter().sum();
     for (x, y) in ra.iter().zip(rb) {
-        sum += if square_diff { (x - y) * (x - y) } else { x * y };
+        sum += if square_diff {
+            (x - y) * (x - y)
+        } else {
+            x * y
+        };
     }
     sum
 }

@@ -407,6 +407,11 @@ impl Index {
                     path: dir.to_owned(),
                 });
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => {
+                return Err(IndexError::Missing {
+                    path: dir.to_owned(),
+                });
+            }
             Err(e) => return Err(e).at(dir),
         };
         let file: SpecFile = serde_json::from_str(&text).map_err(|e| IndexError::Corrupt {
@@ -534,7 +539,8 @@ impl Index {
                     self.items.swap_remove(at);
                     self.inv_norms.swap_remove(at);
                     if at != last {
-                        self.vectors.copy_within(last * dim..(last + 1) * dim, at * dim);
+                        self.vectors
+                            .copy_within(last * dim..(last + 1) * dim, at * dim);
                         self.slot.insert(self.items[at].id, at);
                     }
                     self.vectors.truncate(last * dim);
@@ -561,7 +567,11 @@ impl Index {
                 Ok(())
             }
             Err(e) => {
-                if w.log.set_len(w.log_len).and_then(|()| w.log.sync_all()).is_err() {
+                if w.log
+                    .set_len(w.log_len)
+                    .and_then(|()| w.log.sync_all())
+                    .is_err()
+                {
                     w.poisoned = true;
                 }
                 Err(e)
@@ -751,7 +761,12 @@ impl Index {
 
     /// [`search`](Self::search) for each of several queries (`dim` values each, row after
     /// row), in parallel.
-    pub fn search_many(&self, queries: &[f32], k: usize, mode: SearchMode) -> Result<Vec<Vec<Hit>>> {
+    pub fn search_many(
+        &self,
+        queries: &[f32],
+        k: usize,
+        mode: SearchMode,
+    ) -> Result<Vec<Vec<Hit>>> {
         if !queries.len().is_multiple_of(self.spec.dim) {
             return Err(IndexError::Dimension {
                 expected: self.spec.dim,

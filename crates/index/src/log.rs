@@ -192,7 +192,10 @@ mod tests {
             let r = read(&path).unwrap();
             let whole = ends.iter().filter(|&&e| e <= cut).count();
             assert_eq!(r.changes, sample()[..whole], "cut at {cut}");
-            assert_eq!(r.good_len as usize, if whole == 0 { 0 } else { ends[whole - 1] });
+            assert_eq!(
+                r.good_len as usize,
+                if whole == 0 { 0 } else { ends[whole - 1] }
+            );
             assert_eq!(r.torn, cut != r.good_len as usize);
         }
     }
@@ -215,6 +218,11 @@ mod tests {
         let r = read(&path).unwrap();
         assert_eq!(r.changes, sample()[..1]);
         assert!(r.torn);
-        assert!(read(&dir.path().join("missing")).unwrap().changes.is_empty());
+        assert!(
+            read(&dir.path().join("missing"))
+                .unwrap()
+                .changes
+                .is_empty()
+        );
     }
 }

@@ -100,7 +100,9 @@ impl IndexSpec {
     /// Checks the values: a dimension of at least 1, graph parameters of at least 2.
     pub fn validate(&self) -> Result<()> {
         if self.dim == 0 {
-            return Err(IndexError::Invalid("an index needs vectors of 1 value or more".into()));
+            return Err(IndexError::Invalid(
+                "an index needs vectors of 1 value or more".into(),
+            ));
         }
         if self.ann.connectivity < 2 || self.ann.expansion_add < 2 || self.ann.expansion_search < 1
         {

@@ -30,7 +30,9 @@ fn spec_ef(dim: usize, metric: Metric, ef: usize) -> IndexSpec {
 fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     let mut next = move || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
     let centres: Vec<f32> = (0..clusters * dim).map(|_| next() * 2.0).collect();
@@ -84,7 +86,10 @@ fn exact_search_is_brute_force_and_the_graph_finds_nine_in_ten() {
         for q in queries.chunks(dim) {
             let want = brute(&v, dim, q, 10, metric);
             let exact = index.search(q, 10, SearchMode::Exact).unwrap();
-            assert_eq!(exact.iter().map(|h| h.id as usize).collect::<Vec<_>>(), want);
+            assert_eq!(
+                exact.iter().map(|h| h.id as usize).collect::<Vec<_>>(),
+                want
+            );
             for h in &exact {
                 let row = &v[h.id as usize * dim..(h.id as usize + 1) * dim];
                 assert_eq!(h.distance, distance(metric, q, row));
@@ -93,16 +98,30 @@ fn exact_search_is_brute_force_and_the_graph_finds_nine_in_ten() {
             assert_eq!(index.search(q, 10, SearchMode::Auto).unwrap(), exact);
             let approx = index.search(q, 10, SearchMode::Approximate).unwrap();
             assert!(approx.windows(2).all(|w| w[0].distance <= w[1].distance));
-            found += approx.iter().filter(|h| want.contains(&(h.id as usize))).count();
+            found += approx
+                .iter()
+                .filter(|h| want.contains(&(h.id as usize)))
+                .count();
         }
         let recall = found as f64 / 1000.0;
         eprintln!("{metric:?}: recall@10 {recall}");
         assert!(recall >= 0.9, "{metric:?}: recall@10 {recall}");
         let many = index.search_many(&queries, 3, SearchMode::Exact).unwrap();
         assert_eq!(many.len(), 100);
-        assert_eq!(many[5], index.search(&queries[5 * dim..6 * dim], 3, SearchMode::Exact).unwrap());
+        assert_eq!(
+            many[5],
+            index
+                .search(&queries[5 * dim..6 * dim], 3, SearchMode::Exact)
+                .unwrap()
+        );
         // k beyond the gallery: all of it.
-        assert_eq!(index.search(&queries[..dim], n + 5, SearchMode::Exact).unwrap().len(), n);
+        assert_eq!(
+            index
+                .search(&queries[..dim], n + 5, SearchMode::Exact)
+                .unwrap()
+                .len(),
+            n
+        );
     }
 }
 
@@ -112,23 +131,37 @@ fn adds_and_removals_survive_reopening_and_compaction() {
     let v = clustered(50, dim, 5, 3);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ix");
-    let mut index =
-        Index::build(&path, spec(dim, Metric::Euclidean), &v[..20 * dim], (0..20).map(meta).collect())
-            .unwrap();
+    let mut index = Index::build(
+        &path,
+        spec(dim, Metric::Euclidean),
+        &v[..20 * dim],
+        (0..20).map(meta).collect(),
+    )
+    .unwrap();
     let ids = index
-        .add((20..50).map(|i| (v[i * dim..(i + 1) * dim].to_vec(), meta(i))).collect())
+        .add(
+            (20..50)
+                .map(|i| (v[i * dim..(i + 1) * dim].to_vec(), meta(i)))
+                .collect(),
+        )
         .unwrap();
     assert_eq!(ids, (20..50).collect::<Vec<u64>>());
     index.remove(&[3, 25, 49]).unwrap();
     // An unknown id: an error, and nothing removed.
-    assert!(matches!(index.remove(&[4, 1000]), Err(IndexError::UnknownId(1000))));
+    assert!(matches!(
+        index.remove(&[4, 1000]),
+        Err(IndexError::UnknownId(1000))
+    ));
     // A wrong vector: an error, and nothing added.
     assert!(matches!(
         index.add(vec![(vec![0.0; dim + 1], Meta::default())]),
         Err(IndexError::Dimension { .. })
     ));
     assert!(matches!(
-        index.add(vec![(vec![0.0; dim], Meta::default()), (vec![f32::NAN; dim], Meta::default())]),
+        index.add(vec![
+            (vec![0.0; dim], Meta::default()),
+            (vec![f32::NAN; dim], Meta::default())
+        ]),
         Err(IndexError::NotFinite { .. })
     ));
     assert_eq!(index.len(), 47);
@@ -164,12 +197,18 @@ fn adds_and_removals_survive_reopening_and_compaction() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!names.iter().any(|n| n.starts_with("gen-00000001")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("gen-00000001")),
+        "{names:?}"
+    );
     let reopened = Index::open(&path).unwrap();
     assert_eq!(reopened.len(), 48);
     assert_eq!(&snapshot(&reopened)[..47], &before[..]);
     let q = &v[7 * dim..8 * dim];
-    assert_eq!(reopened.search(q, 1, SearchMode::Approximate).unwrap()[0].id, 7);
+    assert_eq!(
+        reopened.search(q, 1, SearchMode::Approximate).unwrap()[0].id,
+        7
+    );
 }
 
 #[test]
@@ -178,10 +217,16 @@ fn a_torn_log_record_is_cut_off_and_damage_is_named() {
     let v = clustered(10, dim, 2, 4);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ix");
-    let mut index =
-        Index::build(&path, spec(dim, Metric::Cosine), &v[..5 * dim], (0..5).map(meta).collect())
-            .unwrap();
-    index.add(vec![(v[5 * dim..6 * dim].to_vec(), meta(5))]).unwrap();
+    let mut index = Index::build(
+        &path,
+        spec(dim, Metric::Cosine),
+        &v[..5 * dim],
+        (0..5).map(meta).collect(),
+    )
+    .unwrap();
+    index
+        .add(vec![(v[5 * dim..6 * dim].to_vec(), meta(5))])
+        .unwrap();
     drop(index);
     let log = path.join("gen-00000001.log");
     let whole = std::fs::read(&log).unwrap();
@@ -191,8 +236,14 @@ fn a_torn_log_record_is_cut_off_and_damage_is_named() {
     std::fs::write(&log, &torn).unwrap();
     assert_eq!(Index::open(&path).unwrap().len(), 6);
     let mut writer = Index::open_writer(&path).unwrap();
-    assert_eq!(std::fs::read(&log).unwrap(), whole, "the torn record is cut off");
-    writer.add(vec![(v[6 * dim..7 * dim].to_vec(), meta(6))]).unwrap();
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        whole,
+        "the torn record is cut off"
+    );
+    writer
+        .add(vec![(v[6 * dim..7 * dim].to_vec(), meta(6))])
+        .unwrap();
     drop(writer);
     assert_eq!(Index::open(&path).unwrap().len(), 7);
 
@@ -213,7 +264,10 @@ fn one_writer_at_a_time_and_clear_errors_for_wrong_folders() {
     let writer = Index::build(&path, spec(dim, Metric::Euclidean), &[], vec![]).unwrap();
     assert!(writer.is_empty());
     assert_eq!(writer.search(&[0.0; 3], 5, SearchMode::Auto).unwrap(), []);
-    assert!(matches!(Index::open_writer(&path), Err(IndexError::Locked { .. })));
+    assert!(matches!(
+        Index::open_writer(&path),
+        Err(IndexError::Locked { .. })
+    ));
     // Readers are not locked out.
     assert!(Index::open(&path).is_ok());
     drop(writer);
@@ -222,14 +276,26 @@ fn one_writer_at_a_time_and_clear_errors_for_wrong_folders() {
     assert!(matches!(e, IndexError::Exists { .. }), "{e}");
     let e = Index::open(dir.path()).unwrap_err().to_string();
     assert!(e.contains("not a Triplet index"), "{e}");
-    let e = Index::open(&dir.path().join("missing")).unwrap_err().to_string();
+    let e = Index::open(&dir.path().join("missing"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing"), "{e}");
     // An empty folder may be built into, and a relative path works.
     std::fs::create_dir(dir.path().join("empty")).unwrap();
-    Index::build(&dir.path().join("empty"), spec(dim, Metric::Euclidean), &[1.0, 2.0, 3.0], vec![Meta::default()])
-        .unwrap();
-    let e = Index::build(&dir.path().join("bad"), spec(dim, Metric::Euclidean), &[1.0, 2.0], vec![Meta::default()])
-        .unwrap_err();
+    Index::build(
+        &dir.path().join("empty"),
+        spec(dim, Metric::Euclidean),
+        &[1.0, 2.0, 3.0],
+        vec![Meta::default()],
+    )
+    .unwrap();
+    let e = Index::build(
+        &dir.path().join("bad"),
+        spec(dim, Metric::Euclidean),
+        &[1.0, 2.0],
+        vec![Meta::default()],
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("not 1 vectors of 3"), "{e}");
     assert!(!dir.path().join("bad").exists());
 }
@@ -271,7 +337,13 @@ fn killed_writers_lose_nothing_acknowledged() {
     let (mut added, mut removed, mut unsure) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..6 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "child_writer", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_writer",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("TRIPLET_INDEX_CHILD", &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -321,8 +393,15 @@ fn killed_writers_lose_nothing_acknowledged() {
         // Nothing acknowledged as removed is back (an add the kill cut before its
         // acknowledgement may be there or not).
         for item in index.items() {
-            assert!(!removed.contains(&item.id), "round {round}: id {} is back", item.id);
+            assert!(
+                !removed.contains(&item.id),
+                "round {round}: id {} is back",
+                item.id
+            );
         }
-        assert!(index.len() >= added.len() - removed.len() - unsure.len(), "round {round}");
+        assert!(
+            index.len() >= added.len() - removed.len() - unsure.len(),
+            "round {round}"
+        );
     }
 }

@@ -35,6 +35,141 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Export a trained model's weights to safetensors.
     Export(ExportArgs),
+    /// A persistent gallery of a model's embeddings: build, add, remove, info.
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Serve a model and an index over HTTP: embed, search, verify, enroll and remove.
+    Serve(ServeArgs),
+}
+
+/// `triplet index …`.
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Embed images (or read a `triplet embed` folder) and write a new index folder.
+    Build(IndexBuildArgs),
+    /// Embed images with the index's model and add them (atomically, durably).
+    Add(IndexAddArgs),
+    /// Remove items by id (all of them or none).
+    Remove(IndexRemoveArgs),
+    /// What an index holds: items, model, distance, graph, generation.
+    Info(IndexInfoArgs),
+}
+
+/// `triplet index build`.
+#[derive(Debug, Args)]
+pub struct IndexBuildArgs {
+    /// A run folder (its best checkpoint, else its latest), a checkpoint folder, or a model
+    /// file.
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub checkpoint: PathBuf,
+    /// What to index: a `triplet embed` output folder of this model, an image file, or images
+    /// (an image folder, an IDX file or folder: its training images, or a CSV list, whose
+    /// other columns are kept with each item).
+    #[arg(long, value_name = "PATH|EMBED_DIR")]
+    pub data: PathBuf,
+    /// The index folder to write (must not exist, or be empty).
+    #[arg(long, value_name = "INDEX")]
+    pub out: PathBuf,
+    /// The label of every item, instead of its class.
+    #[arg(long, value_name = "L")]
+    pub label: Option<String>,
+    /// HNSW neighbours per node (faiss's M).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(2..=256))]
+    pub hnsw_m: u64,
+    /// HNSW candidates while inserting (faiss's efConstruction).
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u64).range(2..=4096))]
+    pub ef_construction: u64,
+    /// HNSW candidates while searching (faiss's efSearch; a search for k > N keeps k).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub ef_search: u64,
+    /// Galleries of at most this many items are searched exactly (all distances) by default.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub exact_below: usize,
+    /// `--backend`.
+    #[command(flatten)]
+    pub device: BackendArg,
+}
+
+/// `triplet index add`.
+#[derive(Debug, Args)]
+pub struct IndexAddArgs {
+    /// The index folder.
+    #[arg(value_name = "INDEX")]
+    pub index: PathBuf,
+    /// What to add: an image file, images (a folder, an IDX file or folder, a CSV list), or a
+    /// `triplet embed` folder of the index's model.
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// The label of every item added, instead of its class.
+    #[arg(long, value_name = "L")]
+    pub label: Option<String>,
+    /// The model (default: the checkpoint the index was built with; another model is refused).
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// `--backend`.
+    #[command(flatten)]
+    pub device: BackendArg,
+}
+
+/// `triplet index remove`.
+#[derive(Debug, Args)]
+pub struct IndexRemoveArgs {
+    /// The index folder.
+    #[arg(value_name = "INDEX")]
+    pub index: PathBuf,
+    /// Ids of the items to remove (`triplet search --index` and `serve` report them).
+    #[arg(long = "id", value_name = "ID", required = true, num_args = 1..)]
+    pub ids: Vec<u64>,
+}
+
+/// `triplet index info`.
+#[derive(Debug, Args)]
+pub struct IndexInfoArgs {
+    /// The index folder.
+    #[arg(value_name = "INDEX")]
+    pub index: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `triplet serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The model (default: the checkpoint the index was built with). Needed when --index does
+    /// not exist yet.
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// The index folder searched and enrolled into; made (empty) if it does not exist.
+    #[arg(long, value_name = "INDEX")]
+    pub index: PathBuf,
+    /// Address to listen on (port 0: any free port, printed at start). Anything but a
+    /// loopback address needs --token-file.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Distance at most which two faces are the same person (`match`, `same`): a number,
+    /// `run` (the threshold `triplet eval` found, from the run's metrics.json), or a
+    /// metrics.json.
+    #[arg(long, value_name = "T|run|FILE", allow_hyphen_values = true)]
+    pub threshold: Option<String>,
+    /// A file holding the bearer token that `POST /items` and `DELETE /items/…` require.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// With --token-file: every endpoint requires the token, /health too.
+    #[arg(long, requires = "token_file")]
+    pub token_all: bool,
+    /// Largest request body, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_body_mib: u64,
+    /// Largest image, in megapixels.
+    #[arg(long, value_name = "MP", default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub max_megapixels: u64,
+    /// Most images per forward pass: concurrent requests are batched up to this.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub batch: u64,
+    /// `--backend`.
+    #[command(flatten)]
+    pub device: BackendArg,
 }
 
 /// `triplet eval`.
@@ -101,14 +236,25 @@ pub struct EvalArgs {
 #[derive(Debug, Args)]
 pub struct SearchArgs {
     /// A run folder (its best checkpoint, else its latest), a checkpoint folder, or a model
-    /// file.
+    /// file. With --index, default: the index's model.
     #[arg(long, value_name = "RUN_DIR|FILE")]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
     /// The gallery: a `triplet embed` output folder (embeddings.npy and labels.csv, embedded
     /// once), or images: an image folder, an IDX file or folder (its training images), or a
     /// CSV list.
-    #[arg(long, value_name = "PATH|EMBEDDINGS_DIR")]
-    pub gallery: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH|EMBEDDINGS_DIR",
+        required_unless_present = "index",
+        conflicts_with = "index"
+    )]
+    pub gallery: Option<PathBuf>,
+    /// Search an index folder (`triplet index build`) instead of a gallery.
+    #[arg(long, value_name = "INDEX")]
+    pub index: Option<PathBuf>,
+    /// With --index: exact search (every distance) even where the HNSW graph would be used.
+    #[arg(long, requires = "index")]
+    pub exact: bool,
     /// Query images: image files, or folders of them.
     #[arg(long, value_name = "PATH", required = true, num_args = 1..)]
     pub query: Vec<PathBuf>,
@@ -223,6 +369,10 @@ impl Command {
             Command::Search(a) => Some(a.device.backend),
             Command::Embed(a) => Some(a.device.backend),
             Command::Export(_) => None,
+            Command::Index(IndexCommand::Build(a)) => Some(a.device.backend),
+            Command::Index(IndexCommand::Add(a)) => Some(a.device.backend),
+            Command::Index(_) => None,
+            Command::Serve(a) => Some(a.device.backend),
         }
     }
 }

@@ -26,10 +26,13 @@ pub mod eval;
 pub mod export;
 pub mod fault;
 pub mod files;
+pub mod index;
 pub mod memory;
 pub mod plot;
 pub mod run;
 pub mod search;
+pub mod serve;
+pub mod threshold;
 pub mod train;
 
 use anyhow::Result;
@@ -74,6 +77,8 @@ pub fn run(cli: Cli) -> Result<()> {
             search::search(&search::SearchOptions {
                 checkpoint: args.checkpoint,
                 gallery: args.gallery,
+                index: args.index,
+                exact: args.exact,
                 query: args.query,
                 k: args.k,
                 threshold: args.threshold,
@@ -91,6 +96,8 @@ pub fn run(cli: Cli) -> Result<()> {
             })?;
         }
         Command::Export(args) => export::export(&args.checkpoint, &args.out)?,
+        Command::Index(command) => index::command::run(command)?,
+        Command::Serve(args) => serve::serve(serve::ServeOptions::of(args)?)?,
     }
     Ok(())
 }

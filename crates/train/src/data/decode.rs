@@ -53,9 +53,14 @@ pub fn decode_native(path: &Path, channels: usize) -> Result<(Vec<f32>, [usize; 
             path: path.to_owned(),
             source,
         })?;
+    Ok(to_chw(image, channels))
+}
+
+/// `image` as `channels × height × width` floats in `[0, 1]`, with its `[height, width]`.
+fn to_chw(image: image::DynamicImage, channels: usize) -> (Vec<f32>, [usize; 2]) {
     let size = [image.height() as usize, image.width() as usize];
     let plane = size[0] * size[1];
-    Ok(if channels == 1 {
+    if channels == 1 {
         (image.to_luma32f().into_raw(), size)
     } else {
         // From 8 bits directly: `to_rgb32f` would allocate and convert a second full image.
@@ -79,7 +84,74 @@ pub fn decode_native(path: &Path, channels: usize) -> Result<(Vec<f32>, [usize; 
             }
         }
         (chw, size)
-    })
+    }
+}
+
+/// An image sent as bytes (a request body) that cannot be used: the message says why, for the
+/// sender.
+#[derive(Debug, thiserror::Error)]
+pub enum BytesError {
+    /// No bytes.
+    #[error("the body is empty: send the image's bytes")]
+    Empty,
+    /// Not a format this build decodes.
+    #[error("the body is not an image (PNG, JPEG, BMP, WebP, GIF, TIFF or PNM)")]
+    NotAnImage,
+    /// More pixels than allowed.
+    #[error("the image is {width}×{height} pixels, over the limit of {limit} pixels")]
+    TooLarge {
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+        /// Most pixels allowed.
+        limit: u64,
+    },
+    /// A known format that does not decode (truncated, corrupt).
+    #[error("the image does not decode: {0}")]
+    Corrupt(image::ImageError),
+}
+
+/// Decodes an image held in memory, as [`decode_native`] does a file, refusing one of more
+/// than `max_pixels` pixels before decoding it.
+///
+/// # Panics
+/// If `channels` is not 1 or 3.
+pub fn decode_bytes(
+    bytes: &[u8],
+    channels: usize,
+    max_pixels: u64,
+) -> Result<(Vec<f32>, [usize; 2]), BytesError> {
+    assert!(
+        channels == 1 || channels == 3,
+        "channels must be 1 or 3, got {channels}"
+    );
+    if bytes.is_empty() {
+        return Err(BytesError::Empty);
+    }
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .expect("reading from memory does not fail")
+    };
+    if reader().format().is_none() {
+        return Err(BytesError::NotAnImage);
+    }
+    let (width, height) = reader().into_dimensions().map_err(BytesError::Corrupt)?;
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(BytesError::TooLarge {
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    let mut r = reader();
+    let mut limits = image::Limits::default();
+    // Room for the decoded image at 16 bits per channel with alpha, and the decoder's own.
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 26));
+    r.limits(limits);
+    let image = r.decode().map_err(BytesError::Corrupt)?;
+    Ok(to_chw(image, channels))
 }
 
 /// Reads `path` as `channels × height × width` floats in `[0, 1]` (channels first), resized

@@ -50,6 +50,7 @@ pub fn embed_command(o: &EmbedCommand) -> Result<usize> {
         dim: e.rows.dim(),
         distance: toml_name(&trained.config.loss.distance),
         images: rows.len(),
+        model: Some(trained.identity_key()?),
     };
     write_all(&o.out, e.rows.rows(), &rows, &info)?;
     say(&format!(

@@ -125,6 +125,10 @@ pub struct EmbedInfo {
     pub distance: String,
     /// Images embedded.
     pub images: usize,
+    /// The model's identity ([`Trained::identity_key`](crate::run::trained::Trained::identity_key)),
+    /// which `triplet index build` checks (absent in folders written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// Writes `embeddings.npy`, `labels.csv`, `vectors.tsv`, `metadata.tsv` and `embed.json` into

@@ -5,10 +5,10 @@
 pub mod command;
 pub mod files;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use triplet_metrics::RowsBuf;
@@ -17,6 +17,7 @@ use triplet_model::EmbeddingModel;
 use crate::config::ExperimentConfig;
 use crate::console::say;
 use crate::data::augment::Transform;
+use crate::data::listing::{IMAGE_EXTENSIONS, images_in, is_image};
 use crate::data::loader::{BadImages, Loader, LoaderOptions};
 use crate::data::source::{self, ImageSet};
 use crate::device::Backend;
@@ -238,4 +239,54 @@ pub fn embed_set(trained: &Trained, set: ImageSet) -> Result<(Arc<ImageSet>, Emb
         ));
     }
     Ok((set, embedded))
+}
+
+/// Images to search among or to index: a data source as `eval` reads one (its training images
+/// for an IDX folder), or else a folder of images without class folders (their class is `-`).
+pub fn open_images(path: &Path) -> Result<(ImageSet, String)> {
+    match open_part(path, Part::Train, None) {
+        Ok(opened) => Ok((opened.set, opened.description)),
+        Err(e) if path.is_dir() => {
+            let images = images_in(path).with_context(|| format!("listing {}", path.display()))?;
+            if images.is_empty() {
+                return Err(e);
+            }
+            let text = format!("{} ({} images, no classes)", path.display(), images.len());
+            Ok((ImageSet::unlabelled(images), text))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Images named one by one (queries): files as given (each must be an image and decode),
+/// folders' images in path order.
+pub fn image_files(paths: &[PathBuf], channels: usize) -> Result<ImageSet> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let found = images_in(p).with_context(|| format!("listing {}", p.display()))?;
+            if found.is_empty() {
+                bail!("query folder {} holds no images", p.display());
+            }
+            files.extend(found);
+        } else if !p.exists() {
+            bail!("query {} does not exist", p.display());
+        } else if !is_image(p) {
+            bail!(
+                "query {} is not an image (image files end in {})",
+                p.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let set = ImageSet::unlabelled(files);
+    // A query that does not decode is an error, not a skipped image: the user named it.
+    for i in 0..set.len() {
+        if let Err(e) = set.load_native(i, channels) {
+            bail!("query {} is not an image: {e}", set.describe(i));
+        }
+    }
+    Ok(set)
 }

@@ -209,3 +209,20 @@ fn load_one(
         transform: Arc::new(transform),
     })
 }
+
+impl Trained {
+    /// What identifies the embeddings this model makes: its weights file's size and CRC-32,
+    /// with the embedding's size and distance (`crc32:1a2b3c4d:bytes:5242880:dim:64:euclidean`).
+    /// Two weights files with the same bytes embed alike, wherever they are.
+    pub fn identity_key(&self) -> Result<String> {
+        let bytes = std::fs::read(&self.weights)
+            .with_context(|| format!("reading {}", self.weights.display()))?;
+        Ok(format!(
+            "crc32:{:08x}:bytes:{}:dim:{}:{}",
+            crc32fast::hash(&bytes),
+            bytes.len(),
+            self.config.model.dim,
+            crate::config::toml_name(&self.config.loss.distance)
+        ))
+    }
+}
