@@ -295,6 +295,11 @@ pub struct EmbedArgs {
     /// Only these classes (comma-separated names).
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
+    /// npy (embeddings.npy and the files above), or parquet (embeddings.parquet: id, path,
+    /// label, other CSV columns, and a fixed-size-list `vector` column, for vector engines;
+    /// cargo feature `parquet`).
+    #[arg(long, value_enum, default_value_t = crate::embed::command::EmbedFormat::Npy)]
+    pub format: crate::embed::command::EmbedFormat,
 }
 
 /// `triplet export`.

@@ -93,6 +93,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 out: args.out,
                 backend: args.device.backend,
                 classes: args.classes,
+                format: args.format,
             })?;
         }
         Command::Export(args) => export::export(&args.checkpoint, &args.out)?,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "parquet")]
+use anyhow::Context;
 use anyhow::Result;
 
 use super::files::{EmbedInfo, Row, write_all};
@@ -24,11 +26,31 @@ pub struct EmbedCommand {
     pub backend: Backend,
     /// `--classes`.
     pub classes: Option<Vec<String>>,
+    /// `--format`.
+    pub format: EmbedFormat,
+}
+
+/// What `triplet embed` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EmbedFormat {
+    /// embeddings.npy, labels.csv, vectors.tsv, metadata.tsv and embed.json.
+    #[default]
+    Npy,
+    /// embeddings.parquet (id, path, label, a CSV list's other columns, and a fixed-size-list
+    /// `vector` column) and embed.json: what LanceDB, Milvus bulk import, DuckDB and pandas
+    /// read (cargo feature `parquet`).
+    Parquet,
 }
 
 /// Runs `triplet embed`: `embeddings.npy`, `labels.csv`, `vectors.tsv`, `metadata.tsv`, and
 /// `embed.json` (the checkpoint, dimension and distance). Returns the number of embeddings.
 pub fn embed_command(o: &EmbedCommand) -> Result<usize> {
+    if o.format == EmbedFormat::Parquet && !cfg!(feature = "parquet") {
+        anyhow::bail!(
+            "--format parquet: this build of triplet has no Parquet writer; build it with \
+             `--features parquet` (cargo install --path crates/train --features parquet)"
+        );
+    }
     let device = o.backend.device().map_err(anyhow::Error::msg)?;
     let trained = load(&o.checkpoint, &device, || native_shape(&o.data))?;
     let opened = open_part(&o.data, Part::TestIfAny, o.classes.as_deref())?;
@@ -52,6 +74,36 @@ pub fn embed_command(o: &EmbedCommand) -> Result<usize> {
         images: rows.len(),
         model: Some(trained.identity_key()?),
     };
+    #[cfg(feature = "parquet")]
+    if o.format == EmbedFormat::Parquet {
+        let extra: Vec<(String, Vec<String>)> = set
+            .column_names()
+            .iter()
+            .filter(|c| *c != "path" && *c != "label")
+            .map(|c| {
+                let all = set.column(c).expect("a listed column");
+                (
+                    c.clone(),
+                    e.indices.iter().map(|&i| all[i].to_owned()).collect(),
+                )
+            })
+            .collect();
+        std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+        super::parquet::write_parquet(
+            &o.out.join(super::parquet::PARQUET),
+            e.rows.rows(),
+            &rows,
+            &extra,
+        )?;
+        super::files::write_info(&o.out, &info)?;
+        say(&format!(
+            "wrote {} embeddings ({}-d) to {}: embeddings.parquet, embed.json",
+            rows.len(),
+            e.rows.dim(),
+            o.out.display()
+        ));
+        return Ok(rows.len());
+    }
     write_all(&o.out, e.rows.rows(), &rows, &info)?;
     say(&format!(
         "wrote {} embeddings ({}-d) to {}: embeddings.npy, labels.csv, vectors.tsv, metadata.tsv, \

@@ -168,6 +168,11 @@ pub fn write_all(dir: &Path, rows: Rows<'_>, labels: &[Row], info: &EmbedInfo) -
     }
     write_atomic(&dir.join("metadata.tsv"), metadata.as_bytes())?;
 
+    write_info(dir, info)
+}
+
+/// Writes `embed.json` into `dir`.
+pub fn write_info(dir: &Path, info: &EmbedInfo) -> Result<()> {
     let text = serde_json::to_string_pretty(info).expect("JSON values serialise");
     write_atomic(&dir.join(EMBED_INFO), format!("{text}\n").as_bytes())
 }

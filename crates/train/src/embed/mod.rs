@@ -4,6 +4,8 @@
 
 pub mod command;
 pub mod files;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
