@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p triplet-index --bench ann -- --base B.npy --queries Q.npy --truth T.npy \
-//!     [--m 16] [--ef-construction 128] [--ef-search 64] [--out DIR]
+//!     [--m 16] [--ef-construction 128] [--ef-search 64] [--out DIR [--keep]]
 //! ```
 //!
 //! `T.npy` holds the exact 10 nearest base rows of each query (int64, as faiss writes them).
@@ -115,7 +115,12 @@ fn main() {
         || std::env::temp_dir().join(format!("ann-bench-{}", std::process::id())),
         PathBuf::from,
     );
-    let _ = std::fs::remove_dir_all(&out);
+    // --keep: leave the index for the next run, which then only searches it.
+    let keep = args.iter().any(|a| a == "--keep");
+    let reuse = keep && out.join("index.json").is_file();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&out);
+    }
 
     let (base, dim) = f32s(Path::new(&base));
     let (queries, qdim) = f32s(Path::new(&queries));
@@ -138,14 +143,23 @@ fn main() {
     };
     let rss_before = peak_rss_mb();
     let started = Instant::now();
-    let index = Index::build(&out, spec, &base, vec![Meta::default(); n]).unwrap();
-    let build_s = started.elapsed().as_secs_f64();
+    let index = if reuse {
+        Index::open(&out).unwrap()
+    } else {
+        Index::build(&out, spec, &base, vec![Meta::default(); n]).unwrap()
+    };
+    let build_s = if reuse {
+        f64::NAN
+    } else {
+        started.elapsed().as_secs_f64()
+    };
     let graph_mb = index.graph_memory() as f64 / 1e6;
     drop(index);
     drop(base);
     let started = Instant::now();
-    let index = Index::open(&out).unwrap();
+    let mut index = Index::open(&out).unwrap();
     let load_s = started.elapsed().as_secs_f64();
+    index.set_expansion_search(efs);
     let nq = queries.len() / dim;
     let k = 10;
     let run = |threads: usize| {
@@ -171,6 +185,22 @@ fn main() {
     };
     let (qps1, hits) = run(1);
     let (qps2, _) = run(2);
+    // usearch alone on the saved graph, one thread: what the index adds around it.
+    let graph = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("graph.usearch"))
+        .find(|p| p.is_file())
+        .unwrap();
+    let raw = usearch::Index::restore(graph.to_str().unwrap()).unwrap();
+    raw.change_expansion_search(efs);
+    let started = Instant::now();
+    for q in queries.chunks_exact(dim) {
+        std::hint::black_box(raw.search(q, k).unwrap());
+    }
+    let raw_qps = nq as f64 / started.elapsed().as_secs_f64();
+    let simd = raw.hardware_acceleration();
+    drop(raw);
     let mut found = 0usize;
     for (q, h) in hits.iter().enumerate() {
         let want = &truth[q * tk..q * tk + k.min(tk)];
@@ -190,8 +220,12 @@ fn main() {
             "load_s": load_s,
             "qps_1thread": qps1,
             "qps_2threads": qps2,
+            "usearch_alone_qps_1thread": raw_qps,
+            "usearch_simd": simd,
             "recall_at_10": recall,
         })
     );
-    let _ = std::fs::remove_dir_all(&out);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }

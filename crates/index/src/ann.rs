@@ -154,6 +154,11 @@ impl Ann {
             .map_err(ann_error)
     }
 
+    /// Candidates kept while searching from now on.
+    pub fn set_expansion_search(&mut self, n: usize) {
+        self.graph.change_expansion_search(n.max(1));
+    }
+
     /// Items in the graph.
     pub fn len(&self) -> usize {
         self.graph.size()

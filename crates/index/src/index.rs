@@ -652,6 +652,14 @@ impl Index {
         self.remove_stale()
     }
 
+    /// Searches keep `n` candidates from now on (faiss's `efSearch`; more: better recall,
+    /// slower), for this handle only: the index folder keeps its own.
+    pub fn set_expansion_search(&mut self, n: usize) {
+        let n = n.max(1);
+        self.spec.ann.expansion_search = n;
+        self.ann.set_expansion_search(n);
+    }
+
     /// What the index is.
     pub fn spec(&self) -> &IndexSpec {
         &self.spec

@@ -262,25 +262,42 @@ fn search_gallery(
         gallery.paths.len(),
         started.elapsed().as_secs_f64()
     ));
-    Ok(found
-        .into_iter()
-        .zip(&q.indices)
+    let found = found.into_iter().map(|hits| {
+        hits.into_iter()
+            .map(|(j, d)| (None, gallery.paths[j].clone(), gallery.labels[j].clone(), d))
+            .collect()
+    });
+    Ok(results(&queries, &q.indices, found, threshold))
+}
+
+/// One query's hits: id (in an index), path, label, distance; nearest first.
+type Hits = Vec<(Option<u64>, String, String, f64)>;
+
+/// Each query's hits as results, ranked, with `match` under the threshold.
+fn results(
+    queries: &ImageSet,
+    indices: &[usize],
+    found: impl Iterator<Item = Hits>,
+    threshold: Option<&(f64, String)>,
+) -> Vec<QueryResult> {
+    found
+        .zip(indices)
         .map(|(hits, &i)| QueryResult {
             query: queries.describe(i),
             neighbours: hits
                 .into_iter()
                 .enumerate()
-                .map(|(rank, (j, d))| Neighbour {
+                .map(|(rank, (id, path, label, distance))| Neighbour {
                     rank: rank + 1,
-                    id: None,
-                    path: gallery.paths[j].clone(),
-                    label: gallery.labels[j].clone(),
-                    distance: d,
-                    is_match: threshold.map(|(t, _)| d <= *t),
+                    id,
+                    path,
+                    label,
+                    distance,
+                    is_match: threshold.map(|(t, _)| distance <= *t),
                 })
                 .collect(),
         })
-        .collect())
+        .collect()
 }
 
 /// Searches an index folder: exactly for small ones, else through its HNSW graph.
@@ -322,26 +339,15 @@ fn search_index(
         index.len(),
         started.elapsed().as_secs_f64()
     ));
-    Ok(found
-        .into_iter()
-        .zip(&q.indices)
-        .map(|(hits, &i)| QueryResult {
-            query: queries.describe(i),
-            neighbours: hits
-                .into_iter()
-                .enumerate()
-                .map(|(rank, hit)| {
-                    let (item, _) = index.get(hit.id).expect("a hit is an item");
-                    Neighbour {
-                        rank: rank + 1,
-                        id: Some(hit.id),
-                        path: item.meta.path.clone().unwrap_or_default(),
-                        label: item.meta.label.clone().unwrap_or_else(|| "-".into()),
-                        distance: hit.distance,
-                        is_match: threshold.map(|(t, _)| hit.distance <= *t),
-                    }
-                })
-                .collect(),
-        })
-        .collect())
+    let found = found.into_iter().map(|hits| {
+        hits.into_iter()
+            .map(|hit| {
+                let (item, _) = index.get(hit.id).expect("a hit is an item");
+                let path = item.meta.path.clone().unwrap_or_default();
+                let label = item.meta.label.clone().unwrap_or_else(|| "-".into());
+                (Some(hit.id), path, label, hit.distance)
+            })
+            .collect()
+    });
+    Ok(results(&queries, &q.indices, found, threshold))
 }

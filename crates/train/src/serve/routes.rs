@@ -53,7 +53,12 @@ impl ApiError {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response {
-    let mut r = (status, value.to_string()).into_response();
+    json_text(status, value.to_string())
+}
+
+/// A JSON text as an answer.
+fn json_text(status: StatusCode, text: String) -> Response {
+    let mut r = (status, text).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -293,12 +298,7 @@ async fn embed(
         embedding: v,
     })
     .expect("floats serialise");
-    let mut r = (StatusCode::OK, text).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(r)
+    Ok(json_text(StatusCode::OK, text))
 }
 
 async fn search(
