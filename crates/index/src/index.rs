@@ -736,7 +736,10 @@ impl Index {
         let dim = self.spec.dim;
         let rows: Vec<usize> = if self.uses_graph(mode) {
             let mut rows = Vec::with_capacity(k);
-            for id in self.ann.search(query, k)? {
+            // Twice as many candidates as asked for (free while within efSearch), ranked
+            // again exactly below.
+            let wanted = k.max((2 * k).min(self.spec.ann.expansion_search));
+            for id in self.ann.search(query, wanted)? {
                 if let Some(&at) = self.slot.get(&id) {
                     rows.push(at);
                 }
@@ -764,6 +767,7 @@ impl Index {
             })
             .collect();
         hits.sort_by(|a, b| a.0.distance.total_cmp(&b.0.distance).then(a.1.cmp(&b.1)));
+        hits.truncate(k);
         Ok(hits.into_iter().map(|(h, _)| h).collect())
     }
 
