@@ -77,7 +77,7 @@ impl Default for AnnParams {
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 64,
-            exact_below: 20_000,
+            exact_below: 10_000,
         }
     }
 }

@@ -83,7 +83,7 @@ pub struct IndexBuildArgs {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub ef_search: u64,
     /// Galleries of at most this many items are searched exactly (all distances) by default.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub exact_below: usize,
     /// `--backend`.
     #[command(flatten)]
