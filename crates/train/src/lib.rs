@@ -6,14 +6,17 @@
 //! `main.rs` only parses the command line and calls [`run()`]. The modules, from the top down:
 //! - the commands, one module each: [`train`] (`triplet train`), [`eval`] (`triplet eval`, in
 //!   named stages), [`search`], [`embed`] (`triplet embed`, and the embedding of image sets the
-//!   others share) and [`export`]; training validates with the embedding and the metrics,
-//!   no command reaches into another;
+//!   others share), [`export`], [`index`](mod@index) (`triplet index`, and the index layer
+//!   `search --index` and `serve` share: a gallery of a model's embeddings in a
+//!   [`triplet_index`] folder) and [`serve`] (`triplet serve`: HTTP over the embedding and
+//!   index layers); training validates with the embedding and the metrics, no command
+//!   reaches into another;
 //! - [`plot`]: the figures (PCA map, retrievals, ROC, training curves);
 //! - [`run`](mod@run): the run folder the commands read and write (checkpoints,
 //!   `metrics.jsonl`, the trained model);
 //! - [`data`]: sources, splits, the sampler, the transform and the loader;
-//! - [`cli`], [`config`], [`device`], and the utilities [`console`], [`files`], [`memory`],
-//!   [`fault`].
+//! - [`cli`], [`config`], [`device`], [`threshold`], and the utilities [`console`], [`files`],
+//!   [`memory`], [`fault`].
 #![deny(missing_docs)]
 
 pub mod cli;
