@@ -346,7 +346,16 @@ fn fast_geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<([usize; 2], [usize; 2]
 /// `conv.forward(x)`, through this crate's kernels where they apply (flex, f32, groups 1,
 /// dilation 1, symmetric padding), else through Burn's own convolution. Same values, same
 /// gradients (checked against Burn's flex convolution in the tests).
+///
+/// Mixed precision: an `x` of another float type than the layer's weights (half activations,
+/// f32 master weights) runs in `x`'s type, with the weight and bias cast to it inside the
+/// graph, so their gradients come back in the weights' own type (autocast, as PyTorch AMP
+/// runs a convolution).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let weight_dtype = conv.weight.val().dtype();
+    if x.dtype() != weight_dtype {
+        return conv2d_autocast(conv, x);
+    }
     let Some((stride, padding)) = fast_geometry(conv, &x) else {
         return conv.forward(x);
     };
@@ -362,4 +371,36 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         stride,
         padding,
     ))
+}
+
+/// `conv` on an `x` whose float type is not the weights': Burn's convolution in `x`'s type,
+/// the weight and bias cast to it (differentiably: the cast's backward casts the gradient back).
+/// The padding is Burn's own (`Conv2d::forward`): "same" split as it splits it.
+fn conv2d_autocast(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let dtype = x.dtype();
+    let [_, _, h, w] = x.dims();
+    let same = |kernel: usize, stride: usize, size: usize| {
+        let out = size.div_ceil(stride);
+        let total = if out > 0 {
+            ((out - 1) * stride + kernel).saturating_sub(size)
+        } else {
+            0
+        };
+        (total / 2, total - total / 2)
+    };
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Same => [
+            same(conv.kernel_size[0], conv.stride[0], h),
+            same(conv.kernel_size[1], conv.stride[1], w),
+        ],
+    };
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    burn::tensor::module::conv2d(
+        x,
+        conv.weight.val().cast(dtype),
+        conv.bias.as_ref().map(|b| b.val().cast(dtype)),
+        options,
+    )
 }

@@ -428,7 +428,16 @@ impl<B: Backend + FastNormBackend, C: CheckpointStrategy> FastNormBackend for Au
 /// running statistics updated as Burn does, and in inference (a device without autodiff) with
 /// the running statistics. Otherwise (other backends and float types, a frozen BatchNorm on an
 /// autodiff device) Burn's own `BatchNorm::forward`.
+///
+/// Mixed precision: an `x` of another float type than the layer's (half activations, f32
+/// parameters and running statistics) is normalised in the layer's type, its statistics
+/// included, and the output cast back to `x`'s type (PyTorch AMP keeps BatchNorm in f32 too).
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let layer_dtype = bn.gamma.val().dtype();
+    if x.dtype() != layer_dtype {
+        let dtype = x.dtype();
+        return batch_norm(bn, x.cast(layer_dtype)).cast(dtype);
+    }
     let device = x.device();
     let on_flex = super::burn_conv::on_flex(&device);
     if !on_flex || x.dtype() != DType::F32 || super::burn_conv::turned_off() {

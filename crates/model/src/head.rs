@@ -49,7 +49,12 @@ impl EmbeddingHead {
     /// # Shapes
     /// - `features`: `[batch, channels, h, w]`
     /// - output: `[batch, dim]`, unit L2 norm when `normalize`
+    ///
+    /// Mixed precision: half `features` (from a backbone run in half on f32 weights) are cast
+    /// to the head's float type first, so pooling, the projection, its BatchNorm, the
+    /// normalisation and the loss on the embeddings run in f32 (as PyTorch AMP runs reductions).
     pub fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        let features = features.cast(self.linear.weight.val().dtype());
         let x: Tensor<2> = self.pool.forward(features).flatten(1, 3); // [B, C]
         let mut x = self.linear.forward(x); // [B, dim]
         if let Some(bn) = &self.bn {

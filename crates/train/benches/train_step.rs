@@ -9,8 +9,9 @@
 //!   input size (the GPU benchmark of docs/BENCHMARKS.md).
 //! - `--inference`: the embedding forward pass alone, as `triplet eval` embeds (the model's
 //!   inference copy, no autodiff), against `scripts/bench_train.py --inference`.
-//! - `--precision f16|bf16`: the device's default float type (`Device::configure`), so weights,
-//!   activations and gradients are half precision (Burn 0.22.1 has no autocast).
+//! - `--precision f16|bf16`: mixed precision as `triplet train` runs it: f32 weights and
+//!   optimiser state, the batch cast to half, BatchNorm and the loss in f32, and for f16 the
+//!   dynamic loss scale (`train::amp`).
 //!
 //! Run: `cargo bench --workspace --bench train_step --profile dev -- [--steps N]
 //! [--warmup N] [--mining semi-hard|hard|all] [--backend flex|ndarray|wgpu|cuda]
@@ -23,9 +24,10 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use triplet_train::config::{ExperimentConfig, Precision};
+use triplet_train::train::amp::{Autocast, LossScale, unscale};
 use triplet_train::train::optimizer;
 use triplet_train::train::resolve::configure_precision;
-use triplet_train::train::step::step_on_replicas;
+use triplet_train::train::step::{HostBatch, step_on_replicas};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
@@ -76,10 +78,11 @@ pub fn main() {
         "[model]\nbackbone = \"{backbone}\"\ndim = {dim}\n[loss]\nmining = \"{mining}\"\n"
     ))
     .unwrap_or_else(|e| fail(format!("--backbone {backbone} / --mining {mining}: {e}")));
-    let mut devices = [backend.device().unwrap_or_else(|e| fail(e))];
-    // As `triplet train` switches its devices to `train.precision`.
-    configure_precision(&mut devices, parsed, backend).unwrap_or_else(|e| fail(e));
-    let [base] = devices;
+    let base = backend.device().unwrap_or_else(|e| fail(e));
+    // As `triplet train` checks `train.precision` and casts each batch to it.
+    let half = configure_precision(std::slice::from_ref(&base), parsed, backend)
+        .unwrap_or_else(|e| fail(e));
+    let mut scale = (parsed == Precision::F16).then(|| LossScale::new(config.train.loss_scale));
     let device = base.clone().autodiff();
     device.seed(config.train.seed);
     let mut model = config.model(channels).init(&device);
@@ -98,6 +101,10 @@ pub fn main() {
                 TensorData::new(images, [batch, channels, size, size]),
                 &base,
             );
+            let x = match half {
+                Some(dtype) => x.cast(dtype),
+                None => x,
+            };
             let e: Vec<f32> = model
                 .forward(x)
                 .into_data()
@@ -126,16 +133,28 @@ pub fn main() {
         let images = host_images(&base, [batch, channels, size, size]);
         device.sync().expect("the device finishes its work");
         let start = Instant::now();
-        let (_value, _stats, grads) = step_on_replicas(
+        let (_value, _stats, mut grads) = step_on_replicas(
             &model,
             &loss,
             None,
             &replicas,
-            &images,
-            &labels,
-            [channels, size, size],
+            HostBatch {
+                images: &images,
+                labels: &labels,
+                shape: [channels, size, size],
+            },
+            Autocast::new(parsed, scale.as_ref()),
         );
-        model = optim.step(lr, model, grads);
+        let take = match &mut scale {
+            Some(s) => {
+                let finite = unscale(&model, &mut grads, s.scale);
+                s.update(finite)
+            }
+            None => true,
+        };
+        if take {
+            model = optim.step(lr, model, grads);
+        }
         // Backends are asynchronous: wait for the step to finish.
         device.sync().expect("the device finishes its work");
         let dt = start.elapsed().as_secs_f64();

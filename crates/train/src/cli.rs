@@ -344,7 +344,8 @@ pub struct TrainArgs {
     /// Overrides `model.pretrained`; not with `--resume`.
     #[arg(long, value_name = "FILE")]
     pub pretrained: Option<PathBuf>,
-    /// Float type to train in: f32, f16 or bf16 (half precision where the device supports it).
+    /// Float type of the forward and backward passes: f32, or mixed precision with f16 (with
+    /// dynamic loss scaling) or bf16, the weights and optimiser state staying f32.
     /// Overrides `train.precision`; not with `--resume`.
     #[arg(long, value_name = "NAME", value_parser = parse_precision)]
     pub precision: Option<Precision>,

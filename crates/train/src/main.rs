@@ -64,8 +64,7 @@ fn usage_error(error: &Error) -> ExitCode {
 ///
 /// Burn creates some tensors on `Device::default()`, which is the first backend compiled in
 /// (wgpu in the default build), whatever `--backend` says: the optimiser state it reads back
-/// from a checkpoint among them. On a resumed half-precision run that state then came back in
-/// f32 on a device configured for bf16 (a dtype mismatch in the first Adam step), and every
+/// from a checkpoint among them, which then lived on another device than the model, and every
 /// resume touched the GPU stack even when training on the CPU. Burn reads `BURN_DEVICE` to
 /// choose its default device; it has no other way to set it.
 #[allow(unsafe_code)]

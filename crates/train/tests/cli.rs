@@ -1116,9 +1116,9 @@ fn resnet_trains_from_torchvision_weights() {
     );
 }
 
-/// `--precision bf16` trains in bfloat16 on flex (weights, activations, gradients), validates,
-/// records the precision, and `eval` reads the half-precision checkpoint back on an f32
-/// device; an unknown precision is one clear error.
+/// `--precision bf16` trains in mixed precision on flex (f32 weights, bfloat16 activations and
+/// gradients), validates, records the precision, and `eval` reads the checkpoint back; an
+/// unknown precision is one clear error.
 #[test]
 fn trains_in_half_precision() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1151,6 +1151,74 @@ fn trains_in_half_precision() {
         !r.status.success() && err.contains("unknown precision `f8`"),
         "{err}"
     );
+}
+
+/// `--precision f16` scales the loss: with an initial scale that overflows f16 (2^24), the
+/// first steps are skipped, each halving the scale, until the gradients fit; metrics.jsonl and
+/// the progress line say so, the run trains on to finite losses, and its checkpoint is f32
+/// (`eval` reads it). No step is skipped with the default scale on the same run.
+#[test]
+fn f16_overflow_is_skipped_and_the_loss_scale_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scale = 2f64.powi(24);
+    let config = format!(
+        "[sampler]\np = 4\nk = 4\n[train]\nepochs = 6\nlog_every_steps = 1\nloss_scale = {scale}\n\
+         [optimizer]\nlr = 0.01\n"
+    );
+    let (data, out, stdout, _) = train_validated(tmp.path(), &config, &["--precision", "f16"]);
+    let steps: Vec<serde_json::Value> = metrics(&out)
+        .into_iter()
+        .filter(|r| r["kind"] == "step" && r.get("loss").is_some())
+        .collect();
+    let skipped: Vec<bool> = steps
+        .iter()
+        .map(|r| {
+            r["skipped"]
+                .as_bool()
+                .expect("an f16 step says whether it was skipped")
+        })
+        .collect();
+    let first_taken = skipped.iter().position(|s| !s).expect("a step was taken");
+    assert!(first_taken >= 1, "2^24 overflows f16: {skipped:?}");
+    assert!(
+        skipped[first_taken..].iter().filter(|s| **s).count() <= 1,
+        "after the scale fits, overflow is rare: {skipped:?}"
+    );
+    // Each skipped step halves the scale the next one runs with.
+    let scales: Vec<f64> = steps
+        .iter()
+        .map(|r| r["loss_scale"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scales[0], scale);
+    for i in 1..scales.len() {
+        let want = if skipped[i - 1] {
+            scales[i - 1] / 2.0
+        } else {
+            scales[i - 1]
+        };
+        assert_eq!(scales[i], want, "step {i}: {scales:?}");
+    }
+    let losses = step_losses(&out);
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(
+        stdout.contains(&format!("skipped {first_taken}")),
+        "the progress line counts the skipped steps: {stdout}"
+    );
+    let o = out.to_str().unwrap();
+    let eval = ok(&["eval", "--checkpoint", o, "--data", data.to_str().unwrap()]);
+    assert!(eval.contains("MAP@R"), "{eval}");
+
+    let config = config
+        .replace(&format!("loss_scale = {scale}\n"), "")
+        .replace("epochs = 6", "epochs = 2");
+    let default = tmp.path().join("default");
+    fs::create_dir_all(&default).unwrap();
+    let (_, out, _, _) = train_validated(&default, &config, &["--precision", "f16"]);
+    let skipped = metrics(&out)
+        .into_iter()
+        .filter(|r| r["kind"] == "step" && r["skipped"] == true)
+        .count();
+    assert_eq!(skipped, 0, "65536 fits this run's gradients");
 }
 
 /// `--devices 0,0` trains two replicas (each its own half of every batch's classes) and says so;

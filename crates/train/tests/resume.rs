@@ -376,11 +376,11 @@ fn kills_in_every_phase_resume_to_the_uninterrupted_run() {
 }
 
 /// The same for a ResNet-18 with frozen backbone BatchNorm (and a BatchNorm in the head that
-/// trains), for bf16, for two replicas on one device, and for a cross-batch memory of 28 rows
+/// trains), for bf16, for f16 with its dynamic loss scale, for two replicas on one device, and for a cross-batch memory of 28 rows
 /// (batches of 8: the first checkpoint, at step 3, saves it 24/28 full, and step 4's batch
 /// wraps across the end of the ring).
 #[test]
-fn kills_resume_exactly_for_resnets_bf16_and_replicas() {
+fn kills_resume_exactly_for_resnets_half_precision_and_replicas() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("images");
     image_folder(&data);
@@ -397,6 +397,13 @@ fn kills_resume_exactly_for_resnets_bf16_and_replicas() {
             &[][..],
         ),
         ("bf16", short.clone(), &["--precision", "bf16"][..]),
+        // Mixed f16 with a loss scale that overflows: the first steps are skipped and the
+        // scale halved, so the scale and the skipped steps in the checkpoint must resume too.
+        (
+            "f16",
+            short.replace("[train]\n", "[train]\nloss_scale = 1e12\n"),
+            &["--precision", "f16"][..],
+        ),
         (
             "replicas",
             short.replace("p = 2\nk = 4", "p = 4\nk = 2"),

@@ -29,10 +29,13 @@ pub struct TrainConfig {
     /// Write `curves.png` and `embeddings_pca.png` into the run folder at the end. Default:
     /// true.
     pub plots: bool,
-    /// Float type of the training device: `f32`, or `f16` / `bf16` where the device supports
-    /// them (weights, activations and gradients all in that type: Burn 0.22.1 has no
-    /// autocast). Default: `f32`.
+    /// Float type of the forward and backward: `f32`, or `f16` / `bf16` (mixed precision,
+    /// where the device supports them): weights, optimiser state and checkpoints stay f32,
+    /// BatchNorm, the embeddings and the loss run in f32. Default: `f32`.
     pub precision: Precision,
+    /// The initial loss scale of an f16 run (dynamic: halved when the gradients overflow,
+    /// doubled after 2000 steps without). Default: 65536, as PyTorch's `GradScaler`.
+    pub loss_scale: f64,
 }
 
 /// Float types a run can train in.
@@ -76,6 +79,7 @@ impl Default for TrainConfig {
             early_stopping_patience: 0,
             plots: true,
             precision: Precision::F32,
+            loss_scale: 65536.0,
         }
     }
 }
@@ -92,6 +96,16 @@ impl TrainConfig {
         }
         if self.eval_batch == 0 {
             return bad("train.eval_batch", "must be at least 1, got 0".into());
+        }
+        if !(self.loss_scale.is_finite() && self.loss_scale >= crate::train::amp::MIN_LOSS_SCALE) {
+            return bad(
+                "train.loss_scale",
+                format!(
+                    "must be a number of at least {}, got {}",
+                    crate::train::amp::MIN_LOSS_SCALE,
+                    self.loss_scale
+                ),
+            );
         }
         if self.early_stopping_patience > 0 && self.validate_every_epochs == 0 {
             return bad(

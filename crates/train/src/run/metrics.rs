@@ -58,6 +58,13 @@ pub struct StepRecord {
     /// Images trained on (the batch less its unreadable images).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images: Option<usize>,
+    /// The loss scale the step's backward ran with (f16 runs: `train.precision = "f16"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// Whether the optimiser step was skipped because the scaled gradients overflowed (f16
+    /// runs; the next step's scale is half this one's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<bool>,
     /// Wall time of the step, data wait included.
     #[serde(deserialize_with = "nullable")]
     pub seconds: f64,

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::sampler::SamplerState;
+use crate::train::amp::LossScale;
 
 /// The best validation so far.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -118,6 +119,10 @@ pub struct RunState {
     /// `--devices` goes on on these.
     #[serde(default)]
     pub devices: Vec<usize>,
+    /// The dynamic loss scale of an f16 run (`None` otherwise, and in checkpoints of older
+    /// versions).
+    #[serde(default)]
+    pub loss_scale: Option<LossScale>,
 }
 
 impl RunState {
@@ -135,6 +140,7 @@ impl RunState {
             collapse: CollapseState::default(),
             metrics_records: None,
             devices: Vec::new(),
+            loss_scale: None,
         }
     }
 }

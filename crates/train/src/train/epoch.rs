@@ -14,10 +14,11 @@ use burn::tensor::Device;
 use triplet_loss::{CrossBatchMemory, TripletLoss};
 use triplet_model::EmbeddingModel;
 
+use super::amp::{Autocast, MIN_LOSS_SCALE, unscale};
 use super::collapse::CollapseWatch;
 use super::optim::learning_rate;
 use super::setup::Plan;
-use super::step::{settle_running_stats, step_on_replicas};
+use super::step::{HostBatch, settle_running_stats, step_on_replicas};
 use crate::config::ExperimentConfig;
 use crate::console::Progress;
 use crate::data::loader::{BadImages, Loader, LoaderOptions};
@@ -134,14 +135,19 @@ impl Trainer<'_> {
             };
             if batch.count >= 2 {
                 let n = batch.count;
-                let (value, s, grads) = step_on_replicas(
+                let autocast =
+                    Autocast::new(config.train.precision, self.state.loss_scale.as_ref());
+                let (value, s, mut grads) = step_on_replicas(
                     &model,
                     &self.loss,
                     self.memory.as_mut(),
                     &self.replicas,
-                    &batch.images,
-                    &batch.labels,
-                    [c, h, w],
+                    HostBatch {
+                        images: &batch.images,
+                        labels: &batch.labels,
+                        shape: [c, h, w],
+                    },
+                    autocast,
                 );
                 crate::fault::point("step");
                 if !value.is_finite() {
@@ -154,7 +160,31 @@ impl Trainer<'_> {
                         self.run.checkpoints().display()
                     );
                 }
-                model = self.optim.step(lr, model, grads);
+                let take = match &mut self.state.loss_scale {
+                    Some(scale) => {
+                        let finite = unscale(&model, &mut grads, scale.scale);
+                        record.loss_scale = Some(scale.scale);
+                        record.skipped = Some(!finite);
+                        if !finite && scale.scale * 0.5 < MIN_LOSS_SCALE {
+                            bail!(
+                                "the gradients were not finite at step {} (epoch {}) with a loss \
+                                 scale of {}, {} steps skipped so far: not an f16 overflow. \
+                                 Nothing was saved from this step, the last good checkpoint is in \
+                                 {}. Lower optimizer.lr, or train in bf16 or f32",
+                                self.state.step + 1,
+                                epoch + 1,
+                                scale.scale,
+                                scale.skipped_steps,
+                                self.run.checkpoints().display()
+                            );
+                        }
+                        scale.update(finite)
+                    }
+                    None => true,
+                };
+                if take {
+                    model = self.optim.step(lr, model, grads);
+                }
                 let active = s.active_fraction();
                 let totals = &mut self.state.epoch_totals;
                 totals.loss += value;
@@ -187,7 +217,7 @@ impl Trainer<'_> {
             record.seconds = seconds;
             record.data_wait_seconds = waited.as_secs_f64();
             record.images_per_second = batch.count as f64 / seconds;
-            let line = format!(
+            let mut line = format!(
                 "loss {:.4} active {:.1}% {:.0} img/s",
                 record.loss.filter(|v| v.is_finite()).unwrap_or(f64::NAN),
                 record
@@ -197,6 +227,13 @@ impl Trainer<'_> {
                     * 100.0,
                 batch.count as f64 / seconds
             );
+            if let Some(scale) = &self.state.loss_scale {
+                // The scale the next step runs with, and the overflowed steps so far.
+                line.push_str(&format!(
+                    " scale {} skipped {}",
+                    scale.scale, scale.skipped_steps
+                ));
+            }
             self.metrics.write(&Record::Step(record))?;
             self.progress.step(
                 epoch,

@@ -9,6 +9,7 @@
 //!    `validation` and a checkpoint in the run folder ([`crate::run`](mod@crate::run));
 //! 4. `finish`: the final model, the evaluation of the held-out split, the plots.
 
+pub mod amp;
 mod collapse;
 mod epoch;
 mod finish;
@@ -104,6 +105,9 @@ pub fn train(options: TrainOptions) -> Result<TrainSummary> {
         extends_epochs,
     )?;
     state.devices = devices;
+    if config.train.precision == Precision::F16 && state.loss_scale.is_none() {
+        state.loss_scale = Some(amp::LossScale::new(config.train.loss_scale));
+    }
     let metrics = MetricsLog::open(
         &run,
         resumed.as_ref().map(|c| Resume {

@@ -83,7 +83,7 @@ pub fn resolve(options: &TrainOptions) -> Result<Resolved> {
         (config, None)
     };
     let devices = choose_devices(options, resumed.as_ref());
-    let mut replica_devices: Vec<Device> = if devices.is_empty() {
+    let replica_devices: Vec<Device> = if devices.is_empty() {
         vec![options.backend.device().map_err(anyhow::Error::msg)?]
     } else {
         devices
@@ -107,11 +107,7 @@ pub fn resolve(options: &TrainOptions) -> Result<Resolved> {
     if let Some(precision) = options.precision {
         config.train.precision = precision;
     }
-    configure_precision(
-        &mut replica_devices,
-        config.train.precision,
-        options.backend,
-    )?;
+    configure_precision(&replica_devices, config.train.precision, options.backend)?;
     config.validate().context("invalid settings")?;
     if resumed.is_none()
         && let Some(p) = &config.model.pretrained
@@ -245,47 +241,25 @@ fn choose_devices(options: &TrainOptions, resumed: Option<&Checkpoint>) -> Vec<u
     }
 }
 
-/// Switches `devices` (of `backend`) to `precision`'s float type; f32 leaves them as they are.
-/// Also used by the training benchmark, so that it measures what `triplet train` runs.
+/// Checks that `devices` (of `backend`) run `precision`'s float type, and returns the half type
+/// a step casts its batch to (`None` for f32). The devices stay f32: weights, optimiser state and
+/// checkpoints are f32, the forward and backward half ([`super::amp`]). Also used by the
+/// training benchmark, so that it measures what `triplet train` runs.
 pub fn configure_precision(
-    devices: &mut [Device],
+    devices: &[Device],
     precision: Precision,
     backend: Backend,
-) -> Result<()> {
-    let dtype = match precision {
-        Precision::F32 => return Ok(()),
-        Precision::F16 => FloatDType::F16,
-        Precision::Bf16 => FloatDType::BF16,
+) -> Result<Option<FloatDType>> {
+    let Some(dtype) = super::amp::half_dtype(precision) else {
+        return Ok(None);
     };
-    for i in 0..devices.len() {
-        if devices[..i].contains(&devices[i]) {
-            continue; // `--devices 0,0`: the same device, configured once
-        }
-        let device = &mut devices[i];
-        if !device.supports_dtype(dtype) {
-            bail!(
-                "backend {backend} does not support {} (train.precision / --precision)",
-                toml_name(&precision)
-            );
-        }
-        device
-            .configure(dtype)
-            .map_err(|e| anyhow::anyhow!("cannot switch {backend} to {dtype:?}: {e:?}"))?;
+    if let Some(device) = devices.iter().find(|d| !d.supports_dtype(dtype)) {
+        bail!(
+            "backend {backend} does not support {} on {device:?} (train.precision / --precision)",
+            toml_name(&precision)
+        );
     }
-    // Burn creates the optimiser state it reads back from a checkpoint on its default device
-    // (the backend's first, `main.rs`) in that device's float type, then moves it to each
-    // parameter's device: the default device must be half too.
-    let mut default = Device::default();
-    if !devices.contains(&default) && default.supports_dtype(dtype) {
-        let _ = default.configure(dtype);
-    }
-    say(&format!(
-        "warning: train.precision = \"{}\" keeps weights and optimiser state in half precision \
-         too (Burn 0.22.1 has no f32 master weights): an update smaller than about 5e-4 (f16) \
-         or 4e-3 (bf16) of a weight is lost, so small learning rates barely train",
-        toml_name(&precision)
-    ));
-    Ok(())
+    Ok(Some(dtype))
 }
 
 /// `0,1` for `--devices`.

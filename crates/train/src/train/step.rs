@@ -8,6 +8,19 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use triplet_loss::{CrossBatchMemory, MiningStats, TripletLoss};
 use triplet_model::EmbeddingModel;
 
+use super::amp::Autocast;
+
+/// A batch as the loader hands it to a step: images (NCHW, f32) and labels on the host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostBatch<'a> {
+    /// The images, `shape` each, one after another.
+    pub images: &'a [f32],
+    /// One label per image.
+    pub labels: &'a [i64],
+    /// `[channels, height, width]` of an image.
+    pub shape: [usize; 3],
+}
+
 /// One training step's loss, mining statistics and gradients (on the first device), with the
 /// batch split by class over `replicas`: each replica mines inside its own P×K part (P/n
 /// classes of K images), and the gradients of the parts' losses (each weighted 1/n) are summed
@@ -19,6 +32,11 @@ use triplet_model::EmbeddingModel;
 /// With a cross-batch `memory` (one replica only), the batch's anchors are mined against the
 /// memory, which takes the batch in first.
 ///
+/// `autocast` sets the float type of the forward and backward (the batch is cast to it; the
+/// weights, their gradients, the embeddings and the loss stay f32: [`super::amp`]) and the
+/// factor the loss is scaled by before the backward. The loss returned is unscaled; the
+/// gradients are not (`amp::unscale` divides them).
+///
 /// # Panics
 /// If a `memory` is given with several replicas (`train` refuses that combination).
 pub fn step_on_replicas(
@@ -26,10 +44,14 @@ pub fn step_on_replicas(
     loss: &TripletLoss,
     mut memory: Option<&mut CrossBatchMemory>,
     replicas: &[Device],
-    images: &[f32],
-    labels: &[i64],
-    [c, h, w]: [usize; 3],
+    batch: HostBatch<'_>,
+    autocast: Autocast,
 ) -> (f64, MiningStats, GradientsParams) {
+    let HostBatch {
+        images,
+        labels,
+        shape: [c, h, w],
+    } = batch;
     let main = &replicas[0];
     let image_len = c * h * w;
     let parts = shard_by_class(labels, replicas.len());
@@ -57,6 +79,10 @@ pub fn step_on_replicas(
             let y: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
             let n = rows.len();
             let x = Tensor::<4>::from_data(TensorData::new(x, [n, c, h, w]), device);
+            let x = match autocast.dtype {
+                Some(dtype) => x.cast(dtype),
+                None => x,
+            };
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device);
             let embeddings = replica.forward(x);
             let output = match memory {
@@ -69,6 +95,11 @@ pub fn step_on_replicas(
                 output.loss.mul_scalar(weight)
             };
             let value = f64::from(part_loss.clone().into_scalar::<f32>());
+            let part_loss = if autocast.loss_scale == 1.0 {
+                part_loss
+            } else {
+                part_loss.mul_scalar(autocast.loss_scale)
+            };
             let grads = GradientsParams::from_grads(part_loss.backward(), &replica);
             let grads = if device == main {
                 grads
@@ -275,9 +306,12 @@ mod tests {
                     &loss,
                     None,
                     &vec![device.clone(); replicas],
-                    &images,
-                    &labels,
-                    [1, 8, 8],
+                    HostBatch {
+                        images: &images,
+                        labels: &labels,
+                        shape: [1, 8, 8],
+                    },
+                    Autocast::F32,
                 );
                 let got = state_of(&model);
                 assert_ne!(got, before, "the running statistics moved");
@@ -320,9 +354,12 @@ mod tests {
             &loss,
             None,
             &[device.clone(), device.clone()],
-            &images,
-            &labels,
-            [1, 8, 8],
+            HostBatch {
+                images: &images,
+                labels: &labels,
+                shape: [1, 8, 8],
+            },
+            Autocast::F32,
         );
         let mut want_value = 0.0;
         let mut want_grads: Vec<f32> = Vec::new();
@@ -379,9 +416,12 @@ mod tests {
             &loss,
             None,
             &[device.clone(), device.clone()],
-            &images,
-            &labels,
-            [1, 8, 8],
+            HostBatch {
+                images: &images,
+                labels: &labels,
+                shape: [1, 8, 8],
+            },
+            Autocast::F32,
         );
         let parts = shard_by_class(&labels, 2);
         let (mut triplets, mut d_ap, mut d_an) = (0u64, 0.0, 0.0);
