@@ -13,9 +13,11 @@
 # already on the GPU machine). `.gpu/` is ignored by git; carry it.
 #
 # `run` measures, each step under its own time limit, within GPU_CHECK_BUDGET seconds in all
-# (default 450):
+# (default 540):
 #   1. ResNet-50 224 px training step, batch 64 = P16 x K4, semi-hard: Triplet (cuda, f32)
 #      against PyTorch fp32 (scripts/bench_train.py; TF32 convolutions, PyTorch's default);
+#   1b. the same step in mixed precision: Triplet `--precision bf16` against PyTorch's bf16
+#      autocast (`bench_train.py --amp`);
 #   2. the reference CNN's step (28 px, batch 128 = P8 x K16): Triplet cuda against PyTorch;
 #   3. the loss alone (forward + backward, D = 128, K = 8) at B = 128 ... 8192 for semi-hard,
 #      batch-all and batch-hard: Triplet's loss bench against scripts/bench_pml.py;
@@ -94,7 +96,7 @@ run() {
     export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
     export CUDA_PATH="$work/bin/cuda"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-    local budget="${GPU_CHECK_BUDGET:-450}" start
+    local budget="${GPU_CHECK_BUDGET:-540}" start
     start=$(date +%s)
     # step NAME LIMIT COMMAND...: runs under min(LIMIT, what is left), logs to $out/NAME.log.
     step() {
@@ -118,6 +120,12 @@ run() {
         --batch 64 --k 4 --steps 12 --warmup 6
     step resnet50_pytorch 70 python3 scripts/bench_train.py --arch resnet50 --size 224 \
         --batch 64 --k 4 --device cuda --steps 20 --warmup 8
+    # Mixed precision: bf16 forward and backward on f32 master weights, against PyTorch's
+    # bfloat16 autocast (AMP).
+    step resnet50_triplet_bf16 120 "$b/gpu" train_step --backend cuda --backbone resnet50 \
+        --size 224 --batch 64 --k 4 --steps 12 --warmup 6 --precision bf16
+    step resnet50_pytorch_amp 60 python3 scripts/bench_train.py --arch resnet50 --size 224 \
+        --batch 64 --k 4 --device cuda --steps 20 --warmup 8 --amp
     step cnn_triplet 60 "$b/gpu" train_step --backend cuda --steps 30 --warmup 10
     step cnn_pytorch 45 python3 scripts/bench_train.py --device cuda --steps 30 --warmup 10
     step loss_triplet 80 "$b/gpu" loss --device cuda --sizes "$sizes" --repeats 5

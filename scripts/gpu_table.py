@@ -54,6 +54,7 @@ def main():
     print("|---|---:|---:|---:|")
     for label, ours, theirs in [
         ("ResNet-50 224 px step, img/s", "resnet50_triplet", "resnet50_pytorch"),
+        ("ResNet-50 224 px step, bf16 mixed vs AMP, img/s", "resnet50_triplet_bf16", "resnet50_pytorch_amp"),
         ("reference CNN 28 px step, img/s", "cnn_triplet", "cnn_pytorch"),
     ]:
         a, b = read(d, ours), read(d, theirs)
