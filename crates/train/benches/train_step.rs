@@ -24,7 +24,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use triplet_train::config::{ExperimentConfig, Precision};
-use triplet_train::train::amp::{Autocast, LossScale, unscale};
+use triplet_train::train::amp::{Autocast, LossScale};
 use triplet_train::train::optimizer;
 use triplet_train::train::resolve::configure_precision;
 use triplet_train::train::step::{HostBatch, step_on_replicas};
@@ -145,13 +145,9 @@ pub fn main() {
             },
             Autocast::new(parsed, scale.as_ref()),
         );
-        let take = match &mut scale {
-            Some(s) => {
-                let finite = unscale(&model, &mut grads, s.scale);
-                s.update(finite)
-            }
-            None => true,
-        };
+        let take = scale
+            .as_mut()
+            .is_none_or(|s| s.unscale_and_update(&model, &mut grads));
         if take {
             model = optim.step(lr, model, grads);
         }

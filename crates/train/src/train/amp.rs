@@ -104,11 +104,23 @@ impl LossScale {
         }
         finite
     }
+
+    /// One step's part, for a caller with nothing to record: unscales `grads` (of `model`'s
+    /// parameters), updates the scale, and says whether the optimiser step is taken.
+    pub fn unscale_and_update(
+        &mut self,
+        model: &EmbeddingModel,
+        grads: &mut GradientsParams,
+    ) -> bool {
+        let finite = unscale(model, grads, self.scale);
+        self.update(finite)
+    }
 }
 
 /// Divides every gradient in `grads` (of `model`'s parameters) by `scale`, and says whether
-/// they are all finite. One read from the device: the sum of every gradient's sum, which is
-/// not finite when any element is not (or, for f32 gradients, if the sum passes 3.4e38).
+/// they are all finite. One read from the device: the sum over every gradient of `g · 0`,
+/// which is 0, or NaN when any element is infinite or NaN (a plain sum of the gradients could
+/// also overflow from finite values).
 pub fn unscale(model: &EmbeddingModel, grads: &mut GradientsParams, scale: f64) -> bool {
     struct Unscale<'a> {
         grads: &'a mut GradientsParams,
@@ -123,7 +135,7 @@ pub fn unscale(model: &EmbeddingModel, grads: &mut GradientsParams, scale: f64) 
                 } else {
                     g.mul_scalar(self.inverse)
                 };
-                let sum = g.clone().sum();
+                let sum = g.clone().mul_scalar(0.0).sum();
                 self.total = Some(match self.total.take() {
                     Some(t) => t + sum,
                     None => sum,
@@ -151,7 +163,7 @@ mod tests {
     use crate::train::step::{HostBatch, step_on_replicas};
     use burn::module::ModuleMapper;
     use burn::tensor::{DType, Device, TensorData};
-    use triplet_loss::{Mining, TripletLossConfig};
+    use triplet_loss::{Mining, TripletLoss, TripletLossConfig};
     use triplet_model::{EmbeddingHeadConfig, EmbeddingModelConfig, SmallCnnConfig};
 
     /// P 4 × K 4 images of 1×8×8: each class a pattern of its own plus noise, new each step.
@@ -234,6 +246,29 @@ mod tests {
         crate::run::weights::to_bytes(&model).unwrap()
     }
 
+    /// One step on one device, as `triplet train` takes it: the loss and the (scaled) gradients.
+    fn step_on(
+        model: &EmbeddingModel,
+        loss: &TripletLoss,
+        device: &Device,
+        (images, labels): (Vec<f32>, Vec<i64>),
+        autocast: Autocast,
+    ) -> (f64, GradientsParams) {
+        let (value, _, grads) = step_on_replicas(
+            model,
+            loss,
+            None,
+            std::slice::from_ref(device),
+            HostBatch {
+                images: &images,
+                labels: &labels,
+                shape: [1, 8, 8],
+            },
+            autocast,
+        );
+        (value, grads)
+    }
+
     /// `steps` training steps from `initial` with Adam at `lr`, in `precision`, as `triplet
     /// train` takes them: the step losses and the weights before and after.
     fn train(
@@ -250,26 +285,16 @@ mod tests {
         let before = weights(&model).0;
         let mut losses = Vec::new();
         for step in 0..steps {
-            let (images, labels) = batch(step);
-            let (value, _, mut grads) = step_on_replicas(
+            let (value, mut grads) = step_on(
                 &model,
                 &loss,
-                None,
-                std::slice::from_ref(&device),
-                HostBatch {
-                    images: &images,
-                    labels: &labels,
-                    shape: [1, 8, 8],
-                },
+                &device,
+                batch(step),
                 Autocast::new(precision, scale.as_ref()),
             );
-            let take = match &mut scale {
-                Some(s) => {
-                    let finite = unscale(&model, &mut grads, s.scale);
-                    s.update(finite)
-                }
-                None => true,
-            };
+            let take = scale
+                .as_mut()
+                .is_none_or(|s| s.unscale_and_update(&model, &mut grads));
             assert!(take, "step {step} overflowed at 65536");
             losses.push(value);
             model = optim.step(lr, model, grads);
@@ -335,20 +360,8 @@ mod tests {
         let device = Device::flex().autodiff();
         let model = model_from(&initial_weights(), &device);
         let loss = TripletLossConfig::new().with_mining(Mining::All).init();
-        let (images, labels) = batch(0);
         let grads_at = |autocast: Autocast| {
-            let (_, _, mut grads) = step_on_replicas(
-                &model,
-                &loss,
-                None,
-                std::slice::from_ref(&device),
-                HostBatch {
-                    images: &images,
-                    labels: &labels,
-                    shape: [1, 8, 8],
-                },
-                autocast,
-            );
+            let (_, mut grads) = step_on(&model, &loss, &device, batch(0), autocast);
             let finite = unscale(&model, &mut grads, autocast.loss_scale);
             (finite, grads)
         };

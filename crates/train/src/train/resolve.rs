@@ -273,8 +273,8 @@ fn list_devices(devices: &[usize]) -> String {
 
 /// Whether a checkpoint's records decode (its config, model and optimiser), for choosing the
 /// newest intact checkpoint to resume from; the reason in words when not.
-/// Only parses: no tensor is created, so no device is touched before the run configures its
-/// devices (a half-precision device must be configured before its first tensor).
+/// Only parses: no tensor is created, so no device is touched before the run has chosen its
+/// devices.
 fn decodes(ckpt: &Checkpoint) -> Result<(), String> {
     ExperimentConfig::from_toml(&ckpt.config)
         .map_err(|e| format!("config.toml is not a valid config ({e})"))?;
