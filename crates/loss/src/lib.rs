@@ -165,8 +165,11 @@
 //! ```
 //!
 //! The memory is state: [`CrossBatchMemory::state`] and [`CrossBatchMemory::from_state`] save
-//! and restore it beside a checkpoint. The references are mined on the host (`B×M` distances
-//! read back per step) on every device: the device kernels cover the square in-batch case.
+//! and restore it beside a checkpoint. On CubeCL devices (features `wgpu`, `cuda`) the
+//! references and the memory are mined on the device by the same kernels as the batch, over
+//! the `B×M` matrix (batch-hard on every GPU backend); only the swap against references, whose
+//! `d(p, n)` is between two references and not in that matrix, reads the `B×M` distances back
+//! to the host miner. On CPU devices they are mined on the host.
 //!
 //! # Cost
 //!
@@ -184,11 +187,14 @@
 //! copy) and mine them there. On Burn's CubeCL backends (wgpu, CUDA, and cubecl's own CPU
 //! runtime, which is one of them), with this crate's `wgpu` or `cuda` feature, they are mined **on the device** by CubeCL kernels (a Burn backend
 //! extension): one thread per distance-matrix entry gives semi-hard's negative of each positive
-//! pair (`O(B²·K)` work) or batch-all's per-entry weights and losses (`O(B³)` simple steps), the
-//! same triplets and tie rule as the host miners, and the loss is composed over the `B×B`
-//! matrix, so [`TripletLoss::forward`] never waits for the device (`forward_with_stats` reads
-//! `O(B)` counts back). Batch-all with the swap has no weight form and still reads the matrix
-//! back to the host, as do references and the cross-batch memory. Without those features such devices take the host miners, which are
+//! pair (`O(B²·K)` work) or the per-entry weights and losses of batch-all and of
+//! [`Mining::PmlSemiHard`]'s band (`O(B³)` simple steps; with the swap each entry also sums the
+//! triplets whose `d(p, n)` it is), the same triplets and tie rule as the host miners, and the
+//! loss is composed over the `B×B` matrix (`B×M` against references and the cross-batch
+//! memory), so [`TripletLoss::forward`] never waits for the device (`forward_with_stats` reads
+//! `O(B)` counts back). PML's band is decided in `f32` on the device (`0 < d_an − d_ap ≤ α`)
+//! and in `f64` on the host, so a triplet within `f32` rounding of either bound may be in on
+//! one and out on the other. Without those features such devices take the host miners, which are
 //! equally exact. Batch-hard is mined on the device with `argmax`/`argmin` kernels on every
 //! GPU backend (on Burn's CPU backends the host miner is faster and is used instead). The
 //! pattern `mine` (explicit triplets) always reads back: it returns a variable number of

@@ -69,8 +69,10 @@ impl CrossBatchMemoryConfig {
 /// the copy is left out before mining. PML also keeps the self-comparison of a batch of one
 /// (its `not_self_comparisons` misses it); here it never counts.
 ///
-/// Mining reads the `[batch, M]` distances back to the host; memory is `O(M·dim)` on the
-/// device and `O(batch·M)` per step. The memory is state: save it with
+/// On CubeCL devices (features `wgpu`, `cuda`; batch-hard on every GPU backend) the batch is
+/// mined against the memory on the device, without the swap; otherwise mining reads the
+/// `[batch, M]` distances back to the host. Memory is `O(M·dim)` on the device and
+/// `O(batch·M)` per step. The memory is state: save it with
 /// [`state`](Self::state) beside a checkpoint for an exact resume.
 #[derive(Debug, Clone)]
 pub struct CrossBatchMemory {

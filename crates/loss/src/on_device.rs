@@ -1,32 +1,43 @@
-//! Semi-hard and batch-all mined and reduced on CubeCL devices (wgpu, CUDA): the kernels of
-//! [`mining::cube`](crate::mining::cube) give per-entry tables, and the loss is composed from
-//! differentiable tensor ops over the `B×B` distance matrix. Nothing is read back unless
-//! statistics are asked for, and then only `O(B)` values.
+//! Semi-hard, batch-all and PML's band mined and reduced on CubeCL devices (wgpu, CUDA): the
+//! kernels of [`mining::cube`](crate::mining::cube) give per-entry tables, and the loss is
+//! composed from differentiable tensor ops over the `B×M` distance matrix (the batch against
+//! itself, `M = B`, or against references). Nothing is read back unless statistics are asked
+//! for, and then only `O(B)` values.
 
 use burn::prelude::*;
 
 use super::TripletLoss;
-use crate::mining::{cube, host};
+use crate::Mining;
+use crate::mining::cube::{self, DeviceLabels, WeightRule};
+use crate::mining::host;
 use crate::output::MiningStats;
 
 impl TripletLoss {
     /// FaceNet's semi-hard on the device: one triplet per positive pair `(a, p)` whose anchor
     /// has a negative, the negative chosen by the kernel exactly as the host miner chooses it.
-    pub(super) fn semi_hard_on_device(
+    /// `refs`: the references (`None`: the batch itself); the swap needs the batch.
+    pub(crate) fn semi_hard_on_device(
         &self,
-        embeddings: Tensor<2>,
-        labels: Tensor<1, Int>,
+        queries: Tensor<2>,
+        refs: Option<Tensor<2>>,
+        labels: &DeviceLabels,
         want_stats: bool,
     ) -> (Tensor<1>, Option<MiningStats>) {
-        let [b, _] = embeddings.dims();
-        let device = embeddings.device();
-        let dist = self.distance.pairwise(embeddings.clone(), embeddings);
+        let b = queries.dims()[0];
+        let device = queries.device();
+        let refs = refs.unwrap_or_else(|| queries.clone());
+        let m = refs.dims()[0];
+        let dist = self.distance.pairwise(queries, refs);
         let detached = dist.clone().detach();
         let negatives = cube::semi_hard_negatives(detached.clone(), labels);
         let valid = negatives.clone().greater_equal_elem(0);
         let index = negatives.clamp_min(0);
         let mut d_an = dist.clone().gather(1, index.clone());
         if self.swap {
+            assert_eq!(
+                b, m,
+                "the swap on the device mines the batch against itself"
+            );
             // d(p, n) is entry [p, n] of the same matrix: p is the column of (a, p).
             let rows = Tensor::<1, Int>::arange(0..b as i64, &device)
                 .mul_scalar(b as i64)
@@ -39,12 +50,12 @@ impl TripletLoss {
                 .reshape([b, b]);
             d_an = d_an.min_pair(d_pn);
         }
-        let invalid = valid.clone().bool_not().reshape([b * b]);
-        let diff = (dist - d_an.clone()).reshape([b * b]);
+        let invalid = valid.clone().bool_not().reshape([b * m]);
+        let diff = (dist - d_an.clone()).reshape([b * m]);
         let losses = self
             .per_triplet(diff.clone())
             .mask_fill(invalid.clone(), 0.0);
-        let valid_f = valid.clone().float().reshape([b * b]);
+        let valid_f = valid.clone().float().reshape([b * m]);
         let loss = self
             .reduction
             .reduce_rows(losses, valid_f.clone(), self.soft);
@@ -55,7 +66,7 @@ impl TripletLoss {
             } else {
                 diff.add_scalar(self.margin)
                     .greater_elem(0.0)
-                    .reshape([b, b])
+                    .reshape([b, m])
                     .bool_and(valid.clone())
             };
             let counts = Tensor::cat(
@@ -76,95 +87,64 @@ impl TripletLoss {
                 ],
                 0,
             );
-            let counts = read_counts(counts, 2, b);
-            let sums: Vec<f64> = sums.into_data().try_into_vec_as().expect("f64 stats");
-            MiningStats::from(host::HostStats {
-                triplets: counts[0].iter().sum(),
-                active: counts[1].iter().sum(),
-                anchors_with_triplet: counts[0].iter().filter(|&&c| c > 0).count() as u64,
-                sum_d_ap: sums[0],
-                sum_d_an: sums[1],
-                non_finite: sums[2].round() as u64,
-            })
+            read_stats(counts, sums, b)
         });
         (loss, stats)
     }
 
-    /// Batch-all on the device: the kernel reduces every triplet to a weight per entry
-    /// (`W = ∂L/∂D`) and per-pair losses, and the loss is `Σ W ⊙ D` plus the constant that
-    /// makes its value the sum of the triplet losses, scaled by the reduction.
-    pub(super) fn batch_all_on_device(
+    /// Batch-all, or PML's band ([`Mining::PmlSemiHard`]), on the device: the kernel reduces
+    /// every mined triplet to a weight per entry (`W = ∂L/∂D`) and per-pair losses, and the
+    /// loss is `Σ W ⊙ D` plus the constant that makes its value the sum of the triplet losses,
+    /// scaled by the reduction. The swap (in-batch only) moves a triplet's negative weight to
+    /// entry `[p, n]` where `d(p, n)` is the smaller distance.
+    pub(crate) fn weighted_on_device(
         &self,
-        embeddings: Tensor<2>,
-        labels: Tensor<1, Int>,
+        queries: Tensor<2>,
+        refs: Option<Tensor<2>>,
+        labels: &DeviceLabels,
         want_stats: bool,
     ) -> (Tensor<1>, Option<MiningStats>) {
-        let [b, _] = embeddings.dims();
-        let dist = self.distance.pairwise(embeddings.clone(), embeddings);
+        let b = queries.dims()[0];
+        let in_batch = refs.is_none();
+        let refs = refs.unwrap_or_else(|| queries.clone());
+        let dist = self.distance.pairwise(queries, refs);
         let detached = dist.clone().detach();
-        let mined = cube::all_weights(detached.clone(), labels.clone(), self.margin, self.soft);
-        // Per anchor: m positives (its class but itself) and n negatives.
-        let same = labels
-            .clone()
-            .reshape([b, 1])
-            .expand([b, b])
-            .equal(labels.reshape([1, b]).expand([b, b]));
-        let class_size = same.clone().int().sum_dim(1).reshape([b]);
+        let rule = WeightRule {
+            margin: self.margin as f32,
+            band: (self.mining == Mining::PmlSemiHard).then_some(self.margin as f32),
+            soft: self.soft,
+            swap: self.swap,
+        };
+        assert!(
+            in_batch || !rule.swap,
+            "the swap on the device mines the batch against itself"
+        );
+        let mined = cube::triplet_weights(detached.clone(), labels, rule);
         let loss_sum = mined.losses.sum();
         let linear = (mined.weights.clone() * detached.clone()).sum();
         let raw = (dist * mined.weights).sum() + (loss_sum - linear);
-        let count = |active: &Tensor<2, Int>| match self.reduction {
-            crate::Reduction::Sum => None,
-            crate::Reduction::MeanActive => Some(active.clone().float().sum()),
-            crate::Reduction::Mean => {
-                let size = class_size.clone().float();
-                let positives = size.clone().sub_scalar(1.0);
-                let negatives = size.neg().add_scalar(b as f64);
-                Some((positives * negatives).sum())
-            }
-        };
-        let loss = match count(&mined.active) {
-            Some(n) => raw / n.clamp_min(1.0),
-            None => raw,
+        let loss = match self.reduction {
+            crate::Reduction::Sum => raw,
+            crate::Reduction::MeanActive => raw / mined.active.clone().float().sum().clamp_min(1.0),
+            crate::Reduction::Mean => raw / mined.mined.clone().float().sum().clamp_min(1.0),
         };
         let stats = want_stats.then(|| {
-            let counts = Tensor::cat(vec![class_size, mined.active.sum_dim(1).reshape([b])], 0);
-            // Σ over positive (resp. negative) entries of each row, for the mean distances.
-            // mask_fill, not a product (0 · NaN is NaN; see the semi-hard statistics).
-            let positive =
-                same.clone()
-                    .bool_and(Tensor::<2, Bool>::diag_mask([b, b], 0, &detached.device()));
-            let row_d_ap = detached
-                .clone()
-                .mask_fill(positive.bool_not(), 0.0)
-                .sum_dim(1)
-                .reshape([b]);
-            let row_d_an = detached
-                .clone()
-                .mask_fill(same, 0.0)
-                .sum_dim(1)
-                .reshape([b]);
-            let rows = Tensor::cat(vec![row_d_ap, row_d_an], 0);
-            let counts = read_counts(counts, 2, b);
-            let rows: Vec<f64> = rows.into_data().try_into_vec_as().expect("f64 stats");
-            let non_finite: f64 = non_finite(detached).into_scalar();
-            let mut stats = host::HostStats {
-                non_finite: non_finite.round() as u64,
-                ..host::HostStats::default()
-            };
-            for a in 0..b {
-                let size = counts[0][a];
-                let (m, n) = (size - 1, b as u64 - size);
-                if m == 0 || n == 0 {
-                    continue;
-                }
-                stats.triplets += m * n;
-                stats.anchors_with_triplet += 1;
-                stats.active += counts[1][a];
-                stats.sum_d_ap += rows[a] * n as f64;
-                stats.sum_d_an += rows[b + a] * m as f64;
-            }
-            MiningStats::from(stats)
+            let counts = Tensor::cat(
+                vec![
+                    mined.mined.clone().sum_dim(1).reshape([b]),
+                    mined.active.sum_dim(1).reshape([b]),
+                ],
+                0,
+            );
+            // Σ d_ap over the triplets: each positive pair's distance times its triplets
+            // (mask_fill, not a product, where it has none: 0 · NaN is NaN).
+            let has = mined.mined.clone().greater_elem(0);
+            let d_ap = detached.clone().mask_fill(has.bool_not(), 0.0) * mined.mined.float();
+            let sums = Tensor::cat(
+                vec![d_ap.sum(), mined.an_sums.sum(), non_finite(detached)],
+                0,
+            );
+            read_stats(counts, sums, b)
         });
         (loss, stats)
     }
@@ -175,18 +155,21 @@ fn non_finite(dist: Tensor<2>) -> Tensor<1> {
     dist.is_finite().bool_not().float().sum()
 }
 
-/// `parts` integer vectors of `b` entries each, concatenated in `counts`, on the host.
-fn read_counts(counts: Tensor<1, Int>, parts: usize, b: usize) -> Vec<Vec<u64>> {
-    let values: Vec<i64> = counts
+/// The statistics from `counts` (`[2·B]`: triplets, then active triplets, per anchor) and
+/// `sums` (`[3]`: Σ d_ap, Σ d_an over the triplets, non-finite distances), read back.
+fn read_stats(counts: Tensor<1, Int>, sums: Tensor<1>, b: usize) -> MiningStats {
+    let counts: Vec<i64> = counts
         .into_data()
         .try_into_vec_as()
         .expect("counts convert to i64");
-    (0..parts)
-        .map(|i| {
-            values[i * b..(i + 1) * b]
-                .iter()
-                .map(|&v| v as u64)
-                .collect()
-        })
-        .collect()
+    let (triplets, active) = counts.split_at(b);
+    let sums: Vec<f64> = sums.into_data().try_into_vec_as().expect("f64 stats");
+    MiningStats::from(host::HostStats {
+        triplets: triplets.iter().map(|&c| c as u64).sum(),
+        active: active.iter().map(|&c| c as u64).sum(),
+        anchors_with_triplet: triplets.iter().filter(|&&c| c > 0).count() as u64,
+        sum_d_ap: sums[0],
+        sum_d_an: sums[1],
+        non_finite: sums[2].round() as u64,
+    })
 }

@@ -4,7 +4,8 @@
 use burn::prelude::*;
 
 use crate::mining::{
-    Mining, PML_MINER_MARGIN, assert_finite, host, mine_host, read_distances, read_ints,
+    Mining, PML_MINER_MARGIN, assert_finite, host, mine_host, mines_faster_on_host, read_distances,
+    read_ints,
 };
 use crate::output::TripletOutput;
 use crate::triplet::TripletLoss;
@@ -54,12 +55,14 @@ impl References {
 
 impl TripletLoss {
     /// The loss of a batch's anchors against reference embeddings: triplets `(a, p, n)` with `a`
-    /// a row of `embeddings` and `p`, `n` rows of the references, mined on the host from the
-    /// detached `[batch, M]` distances with the configured rule, and reduced as
+    /// a row of `embeddings` and `p`, `n` rows of the references, mined from the detached
+    /// `[batch, M]` distances with the configured rule (on the device where the batch is: see
+    /// the crate docs; else on the host), and reduced as
     /// [`forward`](Self::forward) does. Nothing `M×M` is formed: memory is `O(batch·M)` for
-    /// batch-all (reduced to weights), batch-hard and semi-hard, and `O(T)` for the triplets
-    /// that [`Mining::PmlSemiHard`] keeps; with the swap, every mined triplet is gathered
-    /// (`O(T·dim)`, and batch-all's `T = batch·|P|·|N|` grows with `M`).
+    /// batch-all (reduced to weights), batch-hard and semi-hard, and for
+    /// [`Mining::PmlSemiHard`] on the device; on the host, `O(T)` for the triplets that
+    /// PML's band keeps, and with the swap every mined triplet is gathered (`O(T·dim)`, and
+    /// batch-all's `T = batch·|P|·|N|` grows with `M`).
     ///
     /// With [`swap`](crate::TripletLossConfig::swap), `d(p, n)` is measured between the two
     /// references. (pytorch-metric-learning 2.9 reads it from the query-by-reference matrix,
@@ -111,6 +114,18 @@ impl TripletLoss {
         labels: Tensor<1, Int>,
         refs: References,
     ) -> TripletOutput {
+        check_shapes(
+            &embeddings,
+            labels.dims()[0],
+            &refs.embeddings,
+            refs.labels.dims()[0],
+        );
+        let own = Tensor::<1, Int>::full([embeddings.dims()[0]], -1, &labels.device());
+        if let Some(out) =
+            self.against_on_device(&embeddings, &labels, &refs.embeddings, &refs.labels, &own)
+        {
+            return out;
+        }
         let (labels, ref_labels) = (read_ints(labels), read_ints(refs.labels));
         let own = vec![None; embeddings.dims()[0]];
         self.against(embeddings, &labels, refs.embeddings, &ref_labels, own)
@@ -127,18 +142,19 @@ impl TripletLoss {
         ref_labels: &[i64],
         own: Vec<Option<u32>>,
     ) -> TripletOutput {
-        let ([b, dim], n, [m, ref_dim]) = (embeddings.dims(), labels.len(), refs.dims());
-        assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
-        assert_eq!(
-            dim, ref_dim,
-            "the embeddings are {dim}-d and the references {ref_dim}-d"
-        );
-        assert_eq!(
-            ref_labels.len(),
-            m,
-            "reference labels have {} entries for {m} reference embeddings",
-            ref_labels.len()
-        );
+        check_shapes(&embeddings, labels.len(), &refs, ref_labels.len());
+        if self.mines_against_on_device(&embeddings.device()) {
+            let device = embeddings.device();
+            let ints = |v: Vec<i64>| {
+                let n = v.len();
+                Tensor::<1, Int>::from_data(TensorData::new(v, [n]), &device)
+            };
+            let own_t = ints(own.iter().map(|o| o.map_or(-1, i64::from)).collect());
+            let (l, r) = (ints(labels.to_vec()), ints(ref_labels.to_vec()));
+            if let Some(out) = self.against_on_device(&embeddings, &l, &refs, &r, &own_t) {
+                return out;
+            }
+        }
         let dist = self
             .distance()
             .pairwise(embeddings.clone().detach(), refs.clone().detach());
@@ -146,6 +162,76 @@ impl TripletLoss {
         let classes = host::Classes::against(labels, ref_labels, own);
         self.host_mined(embeddings, Some(refs), &dist, &classes, self.mining(), None)
     }
+
+    /// Whether this loss mines against references on `device` without reading the distances
+    /// back: batch-hard on every device but Burn's CPU backends (whose host miner is faster);
+    /// the other rules on CubeCL devices (features `wgpu`, `cuda`) without the swap, whose
+    /// `d(p, n)` between two references is not in the `B×M` matrix.
+    fn mines_against_on_device(&self, device: &Device) -> bool {
+        match self.mining() {
+            Mining::Hard => !mines_faster_on_host(device),
+            #[cfg(feature = "cube")]
+            _ => !self.swaps() && crate::mining::mines_on_cube(device),
+            #[cfg(not(feature = "cube"))]
+            _ => false,
+        }
+    }
+
+    /// The loss against references mined on the device, where
+    /// [`mines_against_on_device`](Self::mines_against_on_device) says so (else `None`).
+    /// `own`: `[B]`, each anchor's own reference or `-1`.
+    fn against_on_device(
+        &self,
+        embeddings: &Tensor<2>,
+        labels: &Tensor<1, Int>,
+        refs: &Tensor<2>,
+        ref_labels: &Tensor<1, Int>,
+        own: &Tensor<1, Int>,
+    ) -> Option<TripletOutput> {
+        if !self.mines_against_on_device(&embeddings.device()) {
+            return None;
+        }
+        let (queries, refs) = (embeddings.clone(), Some(refs.clone()));
+        let (loss, stats) = match self.mining() {
+            Mining::Hard => {
+                let against = Some((ref_labels.clone(), own.clone()));
+                self.batch_hard(queries, refs, labels.clone(), against, true)
+            }
+            #[cfg(feature = "cube")]
+            mining => {
+                let labels = crate::mining::cube::DeviceLabels::against(
+                    labels.clone(),
+                    ref_labels.clone(),
+                    own.clone(),
+                );
+                if mining == Mining::SemiHard {
+                    self.semi_hard_on_device(queries, refs, &labels, true)
+                } else {
+                    self.weighted_on_device(queries, refs, &labels, true)
+                }
+            }
+            #[cfg(not(feature = "cube"))]
+            _ => unreachable!("only batch-hard mines against references without `cube`"),
+        };
+        Some(TripletOutput {
+            loss,
+            stats: stats.expect("statistics were asked for"),
+        })
+    }
+}
+
+/// Panics naming the shapes unless the labels match the embeddings and the dimensions agree.
+fn check_shapes(embeddings: &Tensor<2>, n: usize, refs: &Tensor<2>, ref_n: usize) {
+    let ([b, dim], [m, ref_dim]) = (embeddings.dims(), refs.dims());
+    assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
+    assert_eq!(
+        dim, ref_dim,
+        "the embeddings are {dim}-d and the references {ref_dim}-d"
+    );
+    assert_eq!(
+        ref_n, m,
+        "reference labels have {ref_n} entries for {m} reference embeddings"
+    );
 }
 
 /// Mines triplets of a batch's anchors against references, from their distance matrix: `a`

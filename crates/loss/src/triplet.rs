@@ -5,11 +5,11 @@ use burn::tensor::activation::relu;
 
 use crate::distance::Distance;
 use crate::error::ConfigError;
-#[cfg(feature = "cube")]
-use crate::mining::mines_on_cube;
 use crate::mining::{
     Mining, device, host, mine_host, mines_faster_on_host, read_batch, read_distances, read_ints,
 };
+#[cfg(feature = "cube")]
+use crate::mining::{cube::DeviceLabels, mines_on_cube};
 use crate::output::{MiningStats, TripletOutput};
 use crate::reduction::Reduction;
 use crate::triplets::Triplets;
@@ -47,9 +47,10 @@ pub struct TripletLossConfig {
     /// Anchor swap (Balntas et al. 2016, "Learning local feature descriptors with triplets and
     /// shallow convolutional neural networks"; PyTorch's and PML's `swap=True`): the negative's
     /// distance is the smaller of `d(a,n)` and `d(p,n)`. Mining is unchanged; the swap applies
-    /// to the loss and its statistics. With [`Mining::All`] the triplets are then materialised
-    /// (`O(T·dim)` memory, `T = B·(K−1)·(B−K)` in a P×K batch) instead of reduced to `B×B`
-    /// weights. Default: `false`.
+    /// to the loss and its statistics. With [`Mining::All`] on the host the triplets are then
+    /// materialised (`O(T·dim)` memory, `T = B·(K−1)·(B−K)` in a P×K batch) instead of reduced
+    /// to `B×B` weights; the device kernels (features `wgpu`, `cuda`) keep the `B×B` weights.
+    /// Default: `false`.
     #[config(default = false)]
     pub swap: bool,
 }
@@ -119,6 +120,11 @@ impl TripletLoss {
         self.mining
     }
 
+    /// Whether the anchor swap is on.
+    pub(crate) fn swaps(&self) -> bool {
+        self.swap
+    }
+
     /// The loss of a batch: mines triplets, then reduces their losses.
     ///
     /// # Shapes
@@ -168,19 +174,21 @@ impl TripletLoss {
         let device = embeddings.device();
         match self.mining {
             #[cfg(feature = "cube")]
-            Mining::All if !self.swap && mines_on_cube(&device) => {
-                self.batch_all_on_device(embeddings, labels, want_stats)
+            Mining::All | Mining::PmlSemiHard if mines_on_cube(&device) => {
+                let labels = DeviceLabels::in_batch(labels);
+                self.weighted_on_device(embeddings, None, &labels, want_stats)
             }
             #[cfg(feature = "cube")]
             Mining::SemiHard if mines_on_cube(&device) => {
-                self.semi_hard_on_device(embeddings, labels, want_stats)
+                let labels = DeviceLabels::in_batch(labels);
+                self.semi_hard_on_device(embeddings, None, &labels, want_stats)
             }
             Mining::All => {
                 let out = self.batch_all(embeddings, labels);
                 (out.loss, Some(out.stats))
             }
             Mining::Hard if !mines_faster_on_host(&device) => {
-                self.batch_hard(embeddings, labels, want_stats)
+                self.batch_hard(embeddings, None, labels, None, want_stats)
             }
             mining => {
                 let (loss, stats) = self.mined_on_host(embeddings, labels, mining, None);
@@ -388,19 +396,26 @@ impl TripletLoss {
 
     /// Batch-hard, mined and reduced on the device: one row per anchor, invalid anchors (no
     /// positive or no negative) masked to 0. Nothing is read back unless `want_stats`.
-    fn batch_hard(
+    /// Against `refs` (`None`: the batch), `against` holds their labels and each anchor's own
+    /// reference (`-1` for none); with the swap `d(p, n)` is measured between the references.
+    pub(crate) fn batch_hard(
         &self,
-        embeddings: Tensor<2>,
+        queries: Tensor<2>,
+        refs: Option<Tensor<2>>,
         labels: Tensor<1, Int>,
+        against: Option<(Tensor<1, Int>, Tensor<1, Int>)>,
         want_stats: bool,
     ) -> (Tensor<1>, Option<MiningStats>) {
-        let dist = self.mining_distances(&embeddings);
+        let refs = refs.unwrap_or_else(|| queries.clone());
+        let dist = self
+            .distance
+            .pairwise(queries.clone().detach(), refs.clone().detach());
         let non_finite = want_stats.then(|| dist.clone().is_finite().bool_not().float().sum());
-        let mined = device::hard(dist, labels);
-        let positives = embeddings.clone().select(0, mined.positive);
-        let negatives = embeddings.clone().select(0, mined.negative);
-        let d_ap = self.distance.paired(embeddings.clone(), positives.clone());
-        let d_an = self.distance.paired(embeddings, negatives.clone());
+        let mined = device::hard(dist, labels, against);
+        let positives = refs.clone().select(0, mined.positive);
+        let negatives = refs.select(0, mined.negative);
+        let d_ap = self.distance.paired(queries.clone(), positives.clone());
+        let d_an = self.distance.paired(queries, negatives.clone());
         let d_an = self.swapped(d_an, positives, negatives);
         let valid = mined.valid.float();
         // With the swap, the statistics see the swapped distance (detached), as the loss does.
@@ -586,7 +601,7 @@ mod tests {
         agree(
             "hard",
             &|loss, x, y| {
-                let (v, s) = loss.batch_hard(x, y, true);
+                let (v, s) = loss.batch_hard(x, None, y, None, true);
                 (v, s.unwrap())
             },
             &|loss, x, y| loss.mined_on_host(x, y, Mining::Hard, Some(false)),
@@ -616,7 +631,7 @@ mod tests {
                     .with_reduction(reduction)
                     .init();
                 let y = Tensor::<1, Int>::from_data(labels, &device);
-                let (value, stats) = loss.batch_hard(x.clone(), y, true);
+                let (value, stats) = loss.batch_hard(x.clone(), None, y, None, true);
                 assert_eq!(stats.unwrap().triplets, 0);
                 let grad: Vec<f32> = x
                     .grad(&value.clone().backward())

@@ -318,3 +318,173 @@ fn device_mined_losses_match_the_oracle_and_flex() {
         }
     }
 }
+
+/// PML's band (`Mining::PmlSemiHard`) and batch-all with the swap, mined on the device by the
+/// weights kernel, against flex's host miners on every batch kind: loss, statistics and
+/// gradient, over the three reductions and both margins, with and without the swap (two
+/// setups per kind: each new kernel costs Mesa seconds of compilation).
+#[test]
+#[cfg_attr(
+    not(feature = "wgpu"),
+    ignore = "the device miners need the crate's `wgpu` feature (the workspace turns it on)"
+)]
+fn device_band_and_swap_match_flex() {
+    let setup = |mining, reduction, margin, soft| Setup {
+        distance: Distance::Euclidean,
+        mining,
+        reduction,
+        margin,
+        soft,
+    };
+    let setups = [
+        (
+            setup(Mining::PmlSemiHard, Reduction::Mean, 0.5, false),
+            false,
+        ),
+        (setup(Mining::All, Reduction::MeanActive, 0.5, false), true),
+        (
+            setup(Mining::PmlSemiHard, Reduction::MeanActive, 0.3, true),
+            true,
+        ),
+        (setup(Mining::All, Reduction::Mean, 0.2, true), true),
+        (setup(Mining::PmlSemiHard, Reduction::Sum, 1.0, false), true),
+    ];
+    for (k, kind) in KINDS.into_iter().enumerate() {
+        let batch = batch(kind, 3000 + k as u64);
+        for (setup, swap) in [setups[k % 5], setups[(k + 2) % 5]] {
+            agree_with_flex(setup, swap, &batch, &format!("{kind:?}"));
+        }
+    }
+    // Cosine on a batch spanning two cubes, where the band is narrower than the distances'
+    // range; continuous embeddings: with exact ties (`large_batch`), `0 < d_an − d_ap` is
+    // decided by each device's rounding of equal distances (the kernel unit tests give both
+    // miners the same values, ties included).
+    let mut rng = Rng::new(78);
+    let batch = Batch {
+        x: (0..300)
+            .map(|_| (0..6).map(|_| rng.normal() as f32).collect())
+            .collect(),
+        y: large_batch().y,
+    };
+    let cosine = Setup {
+        distance: Distance::Cosine,
+        ..setup(Mining::PmlSemiHard, Reduction::Mean, 0.1, false)
+    };
+    agree_with_flex(cosine, false, &batch, "B = 300");
+    agree_with_flex(cosine, true, &batch, "B = 300");
+}
+
+/// Every rule against references and through a cross-batch memory, mined on the device
+/// (semi-hard, batch-all and PML's band by the kernels over the `B×M` matrix, batch-hard by
+/// `argmax`/`argmin`, the anchors' own copies in the memory left out), against flex's host
+/// miners: loss, statistics, and the gradient to the batch and to the references.
+#[test]
+#[cfg_attr(
+    not(feature = "wgpu"),
+    ignore = "the device miners need the crate's `wgpu` feature (the workspace turns it on)"
+)]
+fn device_mining_against_references_and_memory_matches_flex() {
+    use triplet_loss::{CrossBatchMemoryConfig, References, TripletOutput};
+    let minings = [
+        Mining::SemiHard,
+        Mining::All,
+        Mining::PmlSemiHard,
+        Mining::Hard,
+    ];
+    let reductions = [Reduction::Mean, Reduction::MeanActive, Reduction::Sum];
+    let queries = batch(Kind::Singletons, 41);
+    let refs = batch(Kind::Pk, 42);
+    // Reference labels shared with the queries' (and some that are not).
+    let mut refs_y = refs.y.clone();
+    for (i, y) in refs_y.iter_mut().enumerate().step_by(3) {
+        *y = queries.y[i % queries.len()];
+    }
+    let refs = Batch {
+        x: refs
+            .x
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.resize(queries.dim(), 0.5);
+                r
+            })
+            .collect(),
+        y: refs_y,
+    };
+    let compare = |(got, got_grads): (TripletOutput, Vec<Vec<Vec<f64>>>),
+                   (want, want_grads): (TripletOutput, Vec<Vec<Vec<f64>>>),
+                   ctx: &str| {
+        let (l, w) = (to_vec(got.loss)[0] as f64, to_vec(want.loss)[0] as f64);
+        assert!(close(l, w, 1e-4, 1e-5), "{ctx}: {l} vs {w}");
+        let (s, t) = (got.stats, want.stats);
+        assert_eq!(
+            (s.triplets, s.active, s.anchors_with_triplet, s.non_finite),
+            (t.triplets, t.active, t.anchors_with_triplet, t.non_finite),
+            "{ctx}"
+        );
+        assert!(close(s.mean_d_ap, t.mean_d_ap, 1e-4, 1e-5), "{ctx}");
+        assert!(close(s.mean_d_an, t.mean_d_an, 1e-4, 1e-5), "{ctx}");
+        for (g, c) in got_grads
+            .iter()
+            .flatten()
+            .flatten()
+            .zip(want_grads.iter().flatten().flatten())
+        {
+            assert!(close(*g, *c, 1e-3, 1e-4), "{ctx}: gradient {g} vs {c}");
+        }
+    };
+    for (i, mining) in minings.into_iter().enumerate() {
+        for (j, soft) in [false, true].into_iter().enumerate() {
+            let loss = TripletLossConfig::new()
+                .with_mining(mining)
+                .with_reduction(reductions[(i + j) % 3])
+                .with_margin(0.5)
+                .with_soft(soft)
+                .init();
+            let ctx = format!("{mining:?} soft {soft}");
+            // References attached to the graph: their gradient too.
+            let against = |device: &Device| {
+                let device = device.clone().autodiff();
+                let x = queries.embeddings(&device).require_grad();
+                let r = refs.embeddings(&device).require_grad();
+                let out = loss.forward_refs_with_stats(
+                    x.clone(),
+                    queries.labels(&device),
+                    References::new(r.clone(), refs.labels(&device)),
+                );
+                let grads = out.loss.backward();
+                let g = vec![
+                    to_matrix(x.grad(&grads).unwrap()),
+                    to_matrix(r.grad(&grads).unwrap()),
+                ];
+                (out, g)
+            };
+            compare(
+                against(&gpu()),
+                against(&Device::flex()),
+                &format!("refs {ctx}"),
+            );
+            // Three batches through a memory of 24 (it wraps), step by step.
+            let memory = |device: &Device| {
+                let device = device.clone().autodiff();
+                let mut memory = CrossBatchMemoryConfig::new().with_memory_size(24).init();
+                [&refs, &queries, &refs]
+                    .into_iter()
+                    .map(|b| {
+                        let x = b.embeddings(&device).require_grad();
+                        let out = memory.forward_with_stats(&loss, x.clone(), b.labels(&device));
+                        let g = vec![to_matrix(x.grad(&out.loss.backward()).unwrap())];
+                        (out, g)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            for (step, (got, want)) in memory(&gpu())
+                .into_iter()
+                .zip(memory(&Device::flex()))
+                .enumerate()
+            {
+                compare(got, want, &format!("memory step {step} {ctx}"));
+            }
+        }
+    }
+}

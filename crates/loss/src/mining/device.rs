@@ -21,16 +21,39 @@ pub(crate) struct HardRows {
     pub d_an: Tensor<1>,
 }
 
-/// Batch-hard over a detached `[B, B]` distance matrix.
-pub(crate) fn hard(dist: Tensor<2>, labels: Tensor<1, Int>) -> HardRows {
-    let [b, _] = dist.dims();
+/// Batch-hard over a detached `[B, M]` distance matrix: the batch against itself (`against`
+/// `None`, `M = B`), or against references with their labels `[M]` and each anchor's own
+/// reference `[B]` (`-1` for none; never its positive).
+pub(crate) fn hard(
+    dist: Tensor<2>,
+    labels: Tensor<1, Int>,
+    against: Option<(Tensor<1, Int>, Tensor<1, Int>)>,
+) -> HardRows {
+    let [b, m] = dist.dims();
     let device = dist.device();
+    let (ref_labels, not_self) = match against {
+        None => (
+            labels.clone(),
+            Tensor::<2, Bool>::diag_mask([b, b], 0, &device),
+        ),
+        Some((ref_labels, own)) => {
+            let ref_labels = if ref_labels.dtype() == labels.dtype() {
+                ref_labels
+            } else {
+                ref_labels.cast(burn::tensor::IntDType::from(labels.dtype()))
+            };
+            let columns = Tensor::<1, Int>::arange(0..m as i64, &device)
+                .cast(burn::tensor::IntDType::from(own.dtype()))
+                .reshape([1, m])
+                .expand([b, m]);
+            let not_own = own.reshape([b, 1]).expand([b, m]).not_equal(columns);
+            (ref_labels, not_own)
+        }
+    };
     let same = labels
-        .clone()
         .reshape([b, 1])
-        .expand([b, b])
-        .equal(labels.reshape([1, b]).expand([b, b]));
-    let not_self = Tensor::<2, Bool>::diag_mask([b, b], 0, &device);
+        .expand([b, m])
+        .equal(ref_labels.reshape([1, m]).expand([b, m]));
     let positive_mask = same.clone().bool_and(not_self);
     let negative_mask = same.bool_not();
     let valid = positive_mask
@@ -98,6 +121,7 @@ mod tests {
             let mined = hard(
                 Tensor::<2>::from_data(TensorData::new(dist.clone(), [b, b]), &device),
                 Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [b]), &device),
+                None,
             );
             let read = |t: Tensor<1, Int>| -> Vec<i64> { t.into_data().try_into_vec_as().unwrap() };
             let valid: Vec<bool> = mined.valid.into_data().try_into_vec_as().unwrap();

@@ -2,8 +2,9 @@
 //!
 //! On CPU devices semi-hard and batch-all read the detached distance matrix back to the host
 //! once (`B²` floats, a copy) and run exact `O(B² log K)` algorithms there ([`host`]). On
-//! CubeCL devices (features `wgpu`, `cuda`) CubeCL kernels mine them on the device with the
-//! same triplets and tie rule (`cube`). The loss's batch-hard stays on the device ([`device`])
+//! CubeCL devices (features `wgpu`, `cuda`) CubeCL kernels mine semi-hard, batch-all and PML's
+//! band on the device with the same triplets and tie rule (`cube`), in the batch and against
+//! references. The loss's batch-hard stays on the device ([`device`])
 //! on every GPU backend: argmax and argmin are native kernels. Miners return indices;
 //! gradients flow only through the distances that the loss gathers with them
 //! (pytorch-metric-learning's design: miners return indices, never losses).
@@ -133,7 +134,7 @@ fn semi_hard_on_cube(dist: Tensor<2>, labels: Tensor<1, Int>) -> host::IndexTrip
         .sum()
         .into_scalar();
     refuse_non_finite(bad as u64);
-    let negatives = cube::semi_hard_negatives(dist, labels);
+    let negatives = cube::semi_hard_negatives(dist, &cube::DeviceLabels::in_batch(labels));
     cube::table_triplets(&read_ints(negatives.reshape([rows * rows])), rows)
 }
 
