@@ -20,7 +20,8 @@
 #      autocast (`bench_train.py --amp`);
 #   2. the reference CNN's step (28 px, batch 128 = P8 x K16): Triplet cuda against PyTorch;
 #   3. the loss alone (forward + backward, D = 128, K = 8) at B = 128 ... 8192 for semi-hard,
-#      batch-all and batch-hard: Triplet's loss bench against scripts/bench_pml.py;
+#      batch-all and batch-hard: Triplet's loss bench against scripts/bench_pml.py; and PML's
+#      band miner and batch-all with the swap, on the device since issue 28 (Triplet only);
 #   4. eval's exact kNN (10k queries x 60k references, 64-d): Triplet's knn bench against
 #      scripts/bench_knn_torch.py (torch.cdist + topk);
 #   5. `triplet train --backend cuda` for one epoch of the README's quickstart.
@@ -129,6 +130,9 @@ run() {
     step cnn_triplet 60 "$b/gpu" train_step --backend cuda --steps 30 --warmup 10
     step cnn_pytorch 45 python3 scripts/bench_train.py --device cuda --steps 30 --warmup 10
     step loss_triplet 80 "$b/gpu" loss --device cuda --sizes "$sizes" --repeats 5
+    # The miners that moved onto the device in issue 28 (PML's band, batch-all with the swap).
+    step loss_triplet_band_swap 40 "$b/gpu" loss --device cuda --sizes 128,1024,4096 \
+        --strategies pml_semi_hard,all_swap --repeats 3
     # 18 configurations, each a fresh process (torch's import and CUDA start); the JSON is
     # rewritten after each one, so a cut-off run keeps what it measured.
     step loss_pml 150 python3 scripts/bench_pml.py --device cuda --threads 16 --budget 3 \

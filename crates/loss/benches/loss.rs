@@ -4,7 +4,8 @@
 //! Run: `cargo bench -p triplet-loss --bench loss` (all sizes, flex), or pick:
 //! `cargo bench -p triplet-loss --bench loss -- --sizes 128,1024 --strategies semi_hard,all
 //!  --repeats 7 --device flex|wgpu|cuda` (`cuda` in a build with `--features triplet-train/cuda`;
-//! both GPU backends mine semi-hard and batch-all with the crate's CubeCL kernels). With
+//! both GPU backends mine every strategy on the device; `pml_semi_hard` is PML's band miner,
+//! `all_swap` batch-all with the anchor swap, neither in the default list). With
 //! `--features fused,flex`, batch-all takes the hand-written backward on flex, and
 //! `TRIPLET_LOSS_FUSED=0` turns it back off in the same binary.
 //!
@@ -93,15 +94,20 @@ pub fn main() {
     println!("| strategy | B | median ms | min ms | runs | peak host MiB |");
     println!("|---|---|---|---|---|---|");
     for name in &strategies {
-        let (mining, reduction) = match name.as_str() {
-            "semi_hard" => (Mining::SemiHard, Reduction::Mean),
-            "all" => (Mining::All, Reduction::MeanActive),
-            "hard" => (Mining::Hard, Reduction::Mean),
-            other => panic!("unknown strategy {other}: semi_hard, all or hard"),
+        let (mining, reduction, swap) = match name.as_str() {
+            "semi_hard" => (Mining::SemiHard, Reduction::Mean, false),
+            "all" => (Mining::All, Reduction::MeanActive, false),
+            "hard" => (Mining::Hard, Reduction::Mean, false),
+            "pml_semi_hard" => (Mining::PmlSemiHard, Reduction::MeanActive, false),
+            "all_swap" => (Mining::All, Reduction::MeanActive, true),
+            other => {
+                panic!("unknown strategy {other}: semi_hard, all, hard, pml_semi_hard or all_swap")
+            }
         };
         let loss = TripletLossConfig::new()
             .with_mining(mining)
             .with_reduction(reduction)
+            .with_swap(swap)
             .init();
         for &b in &sizes {
             let x = Tensor::<2>::random([b, 128], Distribution::Normal(0.0, 1.0), &device);

@@ -14,7 +14,10 @@
 //!   returns [`Triplets`] (index tensors), for users who want only the miner.
 //! - [`Reduction`] turns per-triplet losses into one value.
 //! - [`TripletLoss`] (built from [`TripletLossConfig`]) ties them together, and
-//!   [`TripletLoss::forward_with_stats`] also reports [`MiningStats`].
+//!   [`TripletLoss::forward_with_stats`] also reports [`MiningStats`];
+//!   [`TripletLoss::forward_deferred`] leaves them on the device ([`PendingStats`]) so that a
+//!   GPU training loop reads the loss value and the statistics in one transfer, when it
+//!   chooses.
 //! - [`References`] and [`CrossBatchMemory`] mine a batch's anchors against other embeddings
 //!   (pytorch-metric-learning's `ref_emb` and `CrossBatchMemory`): see "Reference embeddings
 //!   and cross-batch memory" below.
@@ -191,8 +194,9 @@
 //! [`Mining::PmlSemiHard`]'s band (`O(B³)` simple steps; with the swap each entry also sums the
 //! triplets whose `d(p, n)` it is), the same triplets and tie rule as the host miners, and the
 //! loss is composed over the `B×B` matrix (`B×M` against references and the cross-batch
-//! memory), so [`TripletLoss::forward`] never waits for the device (`forward_with_stats` reads
-//! `O(B)` counts back). PML's band is decided in `f32` on the device (`0 < d_an − d_ap ≤ α`)
+//! memory), so [`TripletLoss::forward`] and [`TripletLoss::forward_deferred`] never wait for
+//! the device (`forward_with_stats` reads `O(B)` counts back; [`PendingStats::read_with_loss`]
+//! reads them with the loss value in one transfer). PML's band is decided in `f32` on the device (`0 < d_an − d_ap ≤ α`)
 //! and in `f64` on the host, so a triplet within `f32` rounding of either bound may be in on
 //! one and out on the other. Without those features such devices take the host miners, which are
 //! equally exact. Batch-hard is mined on the device with `argmax`/`argmin` kernels on every
@@ -236,7 +240,7 @@ pub use crate::{
     error::ConfigError,
     memory::{CrossBatchMemory, CrossBatchMemoryConfig, MemoryState},
     mining::{Mining, PML_MINER_MARGIN, mine, mine_with_margin},
-    output::{MiningStats, TripletOutput},
+    output::{DeferredOutput, MiningStats, PendingStats, TripletOutput},
     reduction::Reduction,
     refs::{References, mine_refs, mine_refs_with_margin},
     triplet::{TripletLoss, TripletLossConfig},

@@ -5,7 +5,7 @@
 use burn::prelude::*;
 
 use crate::error::ConfigError;
-use crate::output::TripletOutput;
+use crate::output::{DeferredOutput, TripletOutput};
 use crate::triplet::TripletLoss;
 
 /// Configuration of a [`CrossBatchMemory`].
@@ -33,7 +33,8 @@ impl CrossBatchMemoryConfig {
         Ok(CrossBatchMemory {
             capacity: self.memory_size,
             bank: None,
-            labels: Vec::new(),
+            labels: None,
+            len: 0,
             next: 0,
         })
     }
@@ -79,8 +80,11 @@ pub struct CrossBatchMemory {
     capacity: usize,
     /// `[capacity, dim]`, detached; allocated by the first batch.
     bank: Option<Tensor<2>>,
-    /// The label of each filled slot (`len` of them).
-    labels: Vec<i64>,
+    /// `[capacity]`, the label of each slot (the first `len` are filled), on the bank's
+    /// device: a step reads nothing back to keep them.
+    labels: Option<Tensor<1, Int>>,
+    /// How many slots are filled.
+    len: usize,
     /// The slot the next embedding goes to.
     next: usize,
 }
@@ -109,18 +113,19 @@ impl CrossBatchMemory {
 
     /// How many embeddings it holds.
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.len
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.len == 0
     }
 
     /// Forgets everything (PML's `reset_queue`).
     pub fn clear(&mut self) {
         self.bank = None;
-        self.labels.clear();
+        self.labels = None;
+        self.len = 0;
         self.next = 0;
     }
 
@@ -153,22 +158,40 @@ impl CrossBatchMemory {
         embeddings: Tensor<2>,
         labels: Tensor<1, Int>,
     ) -> TripletOutput {
-        let labels = crate::mining::read_ints(labels);
-        let slots = self.enqueue(embeddings.clone(), &labels);
-        let bank = self.bank.clone().expect("the batch was stored");
-        let refs = if self.len() < self.capacity {
-            bank.narrow(0, 0, self.len())
-        } else {
-            bank
-        };
+        self.forward_deferred(loss, embeddings, labels).read()
+    }
+
+    /// Like [`forward_with_stats`](Self::forward_with_stats), the statistics left where they
+    /// were mined (see [`TripletLoss::forward_deferred`]): on a GPU nothing is read back.
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward).
+    pub fn forward_deferred(
+        &mut self,
+        loss: &TripletLoss,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+    ) -> DeferredOutput {
+        let slots = self.enqueue(embeddings.clone(), labels.clone());
+        let (refs, ref_labels) = self.filled().expect("the batch was stored");
         let own = slots.into_iter().map(|s| Some(s as u32)).collect();
-        loss.against(embeddings, &labels, refs, &self.labels, own)
+        loss.against(embeddings, labels, refs, ref_labels, own)
+    }
+
+    /// The filled slots' embeddings and labels, `None` while empty.
+    fn filled(&self) -> Option<(Tensor<2>, Tensor<1, Int>)> {
+        let (bank, labels) = (self.bank.clone()?, self.labels.clone()?);
+        Some(if self.len < self.capacity {
+            (bank.narrow(0, 0, self.len), labels.narrow(0, 0, self.len))
+        } else {
+            (bank, labels)
+        })
     }
 
     /// Adds a batch (detached) to the memory and returns the slot of each row.
-    fn enqueue(&mut self, embeddings: Tensor<2>, labels: &[i64]) -> Vec<usize> {
+    fn enqueue(&mut self, embeddings: Tensor<2>, labels: Tensor<1, Int>) -> Vec<usize> {
         let [b, dim] = embeddings.dims();
-        let n = labels.len();
+        let [n] = labels.dims();
         assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
         assert!(
             b <= self.capacity,
@@ -197,38 +220,48 @@ impl CrossBatchMemory {
         // Detached again: the bank must never hold on to a step's graph (that graph is consumed
         // by the step's backward, and a later step's backward would reach its tape).
         self.bank = Some(bank.detach());
-        let slots: Vec<usize> = (0..b).map(|i| (self.next + i) % self.capacity).collect();
-        for (&slot, &label) in slots.iter().zip(labels) {
-            if slot < self.labels.len() {
-                self.labels[slot] = label;
-            } else {
-                self.labels.push(label);
-            }
+        let label_bank = self
+            .labels
+            .take()
+            .unwrap_or_else(|| Tensor::zeros([self.capacity], &labels.device()));
+        // The batch's labels in the bank's integer type (the first batch's, or the device's).
+        let labels = if labels.dtype() == label_bank.dtype() {
+            labels
+        } else {
+            labels.cast(burn::tensor::IntDType::from(label_bank.dtype()))
+        };
+        let mut label_bank = label_bank.slice_assign(
+            self.next..self.next + first,
+            labels.clone().narrow(0, 0, first),
+        );
+        if first < b {
+            label_bank = label_bank.slice_assign(0..b - first, labels.narrow(0, first, b - first));
         }
+        self.labels = Some(label_bank);
+        let slots: Vec<usize> = (0..b).map(|i| (self.next + i) % self.capacity).collect();
+        self.len = (self.len + b).min(self.capacity);
         self.next = (self.next + b) % self.capacity;
         slots
     }
 
-    /// The memory's contents on the host (one read of `len·dim` values).
+    /// The memory's contents on the host (one read of `len·dim` values and `len` labels).
     pub fn state(&self) -> MemoryState {
-        let (dim, embeddings) = match &self.bank {
-            Some(bank) => {
-                let dim = bank.dims()[1];
-                let rows = bank.clone().narrow(0, 0, self.len());
+        let (dim, embeddings, labels) = match (&self.bank, self.filled()) {
+            (Some(bank), Some((rows, labels))) => {
                 let values = rows
                     .into_data()
                     .try_into_vec_as::<f32>()
                     .expect("memory converts to f32");
-                (dim, values)
+                (bank.dims()[1], values, crate::mining::read_ints(labels))
             }
-            None => (0, Vec::new()),
+            _ => (0, Vec::new(), Vec::new()),
         };
         MemoryState {
             capacity: self.capacity,
             dim,
             next: self.next,
             embeddings,
-            labels: self.labels.clone(),
+            labels,
         }
     }
 
@@ -262,10 +295,16 @@ impl CrossBatchMemory {
                 Tensor::cat(vec![rows, Tensor::zeros([capacity - len, dim], device)], 0)
             }
         });
+        let labels = (len > 0).then(|| {
+            let mut padded = labels;
+            padded.resize(capacity, 0);
+            Tensor::<1, Int>::from_data(TensorData::new(padded, [capacity]), device)
+        });
         Ok(Self {
             capacity,
             bank,
             labels,
+            len,
             next,
         })
     }

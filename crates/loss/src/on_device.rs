@@ -1,16 +1,15 @@
 //! Semi-hard, batch-all and PML's band mined and reduced on CubeCL devices (wgpu, CUDA): the
 //! kernels of [`mining::cube`](crate::mining::cube) give per-entry tables, and the loss is
 //! composed from differentiable tensor ops over the `B×M` distance matrix (the batch against
-//! itself, `M = B`, or against references). Nothing is read back unless statistics are asked
-//! for, and then only `O(B)` values.
+//! itself, `M = B`, or against references). Nothing is read back; the statistics are `O(B)`
+//! values left on the device ([`PendingStats`]).
 
 use burn::prelude::*;
 
 use super::TripletLoss;
 use crate::Mining;
 use crate::mining::cube::{self, DeviceLabels, WeightRule};
-use crate::mining::host;
-use crate::output::MiningStats;
+use crate::output::PendingStats;
 
 impl TripletLoss {
     /// FaceNet's semi-hard on the device: one triplet per positive pair `(a, p)` whose anchor
@@ -22,7 +21,7 @@ impl TripletLoss {
         refs: Option<Tensor<2>>,
         labels: &DeviceLabels,
         want_stats: bool,
-    ) -> (Tensor<1>, Option<MiningStats>) {
+    ) -> (Tensor<1>, Option<PendingStats>) {
         let b = queries.dims()[0];
         let device = queries.device();
         let refs = refs.unwrap_or_else(|| queries.clone());
@@ -87,7 +86,7 @@ impl TripletLoss {
                 ],
                 0,
             );
-            read_stats(counts, sums, b)
+            PendingStats::rows(counts, sums, b)
         });
         (loss, stats)
     }
@@ -103,7 +102,7 @@ impl TripletLoss {
         refs: Option<Tensor<2>>,
         labels: &DeviceLabels,
         want_stats: bool,
-    ) -> (Tensor<1>, Option<MiningStats>) {
+    ) -> (Tensor<1>, Option<PendingStats>) {
         let b = queries.dims()[0];
         let in_batch = refs.is_none();
         let refs = refs.unwrap_or_else(|| queries.clone());
@@ -144,7 +143,7 @@ impl TripletLoss {
                 vec![d_ap.sum(), mined.an_sums.sum(), non_finite(detached)],
                 0,
             );
-            read_stats(counts, sums, b)
+            PendingStats::rows(counts, sums, b)
         });
         (loss, stats)
     }
@@ -153,23 +152,4 @@ impl TripletLoss {
 /// The number of non-finite entries of `dist`, `[1]`.
 fn non_finite(dist: Tensor<2>) -> Tensor<1> {
     dist.is_finite().bool_not().float().sum()
-}
-
-/// The statistics from `counts` (`[2·B]`: triplets, then active triplets, per anchor) and
-/// `sums` (`[3]`: Σ d_ap, Σ d_an over the triplets, non-finite distances), read back.
-fn read_stats(counts: Tensor<1, Int>, sums: Tensor<1>, b: usize) -> MiningStats {
-    let counts: Vec<i64> = counts
-        .into_data()
-        .try_into_vec_as()
-        .expect("counts convert to i64");
-    let (triplets, active) = counts.split_at(b);
-    let sums: Vec<f64> = sums.into_data().try_into_vec_as().expect("f64 stats");
-    MiningStats::from(host::HostStats {
-        triplets: triplets.iter().map(|&c| c as u64).sum(),
-        active: active.iter().map(|&c| c as u64).sum(),
-        anchors_with_triplet: triplets.iter().filter(|&&c| c > 0).count() as u64,
-        sum_d_ap: sums[0],
-        sum_d_an: sums[1],
-        non_finite: sums[2].round() as u64,
-    })
 }

@@ -7,7 +7,7 @@ use crate::mining::{
     Mining, PML_MINER_MARGIN, assert_finite, host, mine_host, mines_faster_on_host, read_distances,
     read_ints,
 };
-use crate::output::TripletOutput;
+use crate::output::{DeferredOutput, PendingStats, TripletOutput};
 use crate::triplet::TripletLoss;
 use crate::triplets::Triplets;
 
@@ -114,53 +114,42 @@ impl TripletLoss {
         labels: Tensor<1, Int>,
         refs: References,
     ) -> TripletOutput {
-        check_shapes(
-            &embeddings,
-            labels.dims()[0],
-            &refs.embeddings,
-            refs.labels.dims()[0],
-        );
-        let own = Tensor::<1, Int>::full([embeddings.dims()[0]], -1, &labels.device());
-        if let Some(out) =
-            self.against_on_device(&embeddings, &labels, &refs.embeddings, &refs.labels, &own)
-        {
-            return out;
-        }
-        let (labels, ref_labels) = (read_ints(labels), read_ints(refs.labels));
         let own = vec![None; embeddings.dims()[0]];
-        self.against(embeddings, &labels, refs.embeddings, &ref_labels, own)
+        self.against(embeddings, labels, refs.embeddings, refs.labels, own)
+            .read()
     }
 
-    /// The loss of `embeddings` labelled `labels` against `refs` labelled `ref_labels` (labels
-    /// on the host), where `own[a]` is the reference that holds anchor `a` itself (never its
-    /// positive).
+    /// The loss of `embeddings` labelled `labels` against `refs` labelled `ref_labels`, where
+    /// `own[a]` is the reference that holds anchor `a` itself (never its positive): on the
+    /// device where [`mines_against_on_device`](Self::mines_against_on_device) says so,
+    /// else on the host (the labels and the `B×M` distances read back).
     pub(crate) fn against(
         &self,
         embeddings: Tensor<2>,
-        labels: &[i64],
+        labels: Tensor<1, Int>,
         refs: Tensor<2>,
-        ref_labels: &[i64],
+        ref_labels: Tensor<1, Int>,
         own: Vec<Option<u32>>,
-    ) -> TripletOutput {
-        check_shapes(&embeddings, labels.len(), &refs, ref_labels.len());
-        if self.mines_against_on_device(&embeddings.device()) {
-            let device = embeddings.device();
-            let ints = |v: Vec<i64>| {
-                let n = v.len();
-                Tensor::<1, Int>::from_data(TensorData::new(v, [n]), &device)
-            };
-            let own_t = ints(own.iter().map(|o| o.map_or(-1, i64::from)).collect());
-            let (l, r) = (ints(labels.to_vec()), ints(ref_labels.to_vec()));
-            if let Some(out) = self.against_on_device(&embeddings, &l, &refs, &r, &own_t) {
-                return out;
-            }
+    ) -> DeferredOutput {
+        check_shapes(&embeddings, labels.dims()[0], &refs, ref_labels.dims()[0]);
+        let device = embeddings.device();
+        if self.mines_against_on_device(&device) {
+            let own: Vec<i64> = own.iter().map(|o| o.map_or(-1, i64::from)).collect();
+            let n = own.len();
+            let own = Tensor::<1, Int>::from_data(TensorData::new(own, [n]), &device);
+            return self.against_on_device(embeddings, labels, refs, ref_labels, own);
         }
+        let (labels, ref_labels) = (read_ints(labels), read_ints(ref_labels));
         let dist = self
             .distance()
             .pairwise(embeddings.clone().detach(), refs.clone().detach());
         let dist = read_distances(dist);
-        let classes = host::Classes::against(labels, ref_labels, own);
-        self.host_mined(embeddings, Some(refs), &dist, &classes, self.mining(), None)
+        let classes = host::Classes::against(&labels, &ref_labels, own);
+        let out = self.host_mined(embeddings, Some(refs), &dist, &classes, self.mining(), None);
+        DeferredOutput {
+            loss: out.loss,
+            stats: PendingStats::ready(out.stats),
+        }
     }
 
     /// Whether this loss mines against references on `device` without reading the distances
@@ -177,33 +166,23 @@ impl TripletLoss {
         }
     }
 
-    /// The loss against references mined on the device, where
-    /// [`mines_against_on_device`](Self::mines_against_on_device) says so (else `None`).
-    /// `own`: `[B]`, each anchor's own reference or `-1`.
+    /// The loss against references mined on the device (where
+    /// [`mines_against_on_device`](Self::mines_against_on_device) says so). `own`: `[B]`,
+    /// each anchor's own reference or `-1`.
     fn against_on_device(
         &self,
-        embeddings: &Tensor<2>,
-        labels: &Tensor<1, Int>,
-        refs: &Tensor<2>,
-        ref_labels: &Tensor<1, Int>,
-        own: &Tensor<1, Int>,
-    ) -> Option<TripletOutput> {
-        if !self.mines_against_on_device(&embeddings.device()) {
-            return None;
-        }
-        let (queries, refs) = (embeddings.clone(), Some(refs.clone()));
+        queries: Tensor<2>,
+        labels: Tensor<1, Int>,
+        refs: Tensor<2>,
+        ref_labels: Tensor<1, Int>,
+        own: Tensor<1, Int>,
+    ) -> DeferredOutput {
+        let refs = Some(refs);
         let (loss, stats) = match self.mining() {
-            Mining::Hard => {
-                let against = Some((ref_labels.clone(), own.clone()));
-                self.batch_hard(queries, refs, labels.clone(), against, true)
-            }
+            Mining::Hard => self.batch_hard(queries, refs, labels, Some((ref_labels, own)), true),
             #[cfg(feature = "cube")]
             mining => {
-                let labels = crate::mining::cube::DeviceLabels::against(
-                    labels.clone(),
-                    ref_labels.clone(),
-                    own.clone(),
-                );
+                let labels = crate::mining::cube::DeviceLabels::against(labels, ref_labels, own);
                 if mining == Mining::SemiHard {
                     self.semi_hard_on_device(queries, refs, &labels, true)
                 } else {
@@ -213,10 +192,10 @@ impl TripletLoss {
             #[cfg(not(feature = "cube"))]
             _ => unreachable!("only batch-hard mines against references without `cube`"),
         };
-        Some(TripletOutput {
+        DeferredOutput {
             loss,
             stats: stats.expect("statistics were asked for"),
-        })
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use crate::mining::{
 };
 #[cfg(feature = "cube")]
 use crate::mining::{cube::DeviceLabels, mines_on_cube};
-use crate::output::{MiningStats, TripletOutput};
+use crate::output::{DeferredOutput, MiningStats, PendingStats, TripletOutput};
 use crate::reduction::Reduction;
 use crate::triplets::Triplets;
 
@@ -155,8 +155,27 @@ impl TripletLoss {
         embeddings: Tensor<2>,
         labels: Tensor<1, Int>,
     ) -> TripletOutput {
+        self.forward_deferred(embeddings, labels).read()
+    }
+
+    /// Like [`forward_with_stats`](Self::forward_with_stats), the statistics left where they
+    /// were mined: nothing is read back here, and [`PendingStats::read_with_loss`] reads the
+    /// loss value and the statistics in one transfer when the caller chooses (a GPU training
+    /// step's only wait for the device).
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[batch, dim]`
+    /// - `labels`: `[batch]`
+    ///
+    /// # Panics
+    /// If `labels` does not have one entry per embedding.
+    pub fn forward_deferred(
+        &self,
+        embeddings: Tensor<2>,
+        labels: Tensor<1, Int>,
+    ) -> DeferredOutput {
         let (loss, stats) = self.run(embeddings, labels, true);
-        TripletOutput {
+        DeferredOutput {
             loss,
             stats: stats.expect("statistics were asked for"),
         }
@@ -167,7 +186,7 @@ impl TripletLoss {
         embeddings: Tensor<2>,
         labels: Tensor<1, Int>,
         want_stats: bool,
-    ) -> (Tensor<1>, Option<MiningStats>) {
+    ) -> (Tensor<1>, Option<PendingStats>) {
         let [b, _] = embeddings.dims();
         let [n] = labels.dims();
         assert_eq!(n, b, "labels have {n} entries for {b} embeddings");
@@ -185,14 +204,14 @@ impl TripletLoss {
             }
             Mining::All => {
                 let out = self.batch_all(embeddings, labels);
-                (out.loss, Some(out.stats))
+                (out.loss, Some(PendingStats::ready(out.stats)))
             }
             Mining::Hard if !mines_faster_on_host(&device) => {
                 self.batch_hard(embeddings, None, labels, None, want_stats)
             }
             mining => {
                 let (loss, stats) = self.mined_on_host(embeddings, labels, mining, None);
-                (loss, Some(stats))
+                (loss, Some(PendingStats::ready(stats)))
             }
         }
     }
@@ -405,7 +424,7 @@ impl TripletLoss {
         labels: Tensor<1, Int>,
         against: Option<(Tensor<1, Int>, Tensor<1, Int>)>,
         want_stats: bool,
-    ) -> (Tensor<1>, Option<MiningStats>) {
+    ) -> (Tensor<1>, Option<PendingStats>) {
         let refs = refs.unwrap_or_else(|| queries.clone());
         let dist = self
             .distance
@@ -443,16 +462,7 @@ impl TripletLoss {
                 ],
                 0,
             );
-            let sums: Vec<f64> = sums.into_data().try_into_vec_as().expect("f64 stats");
-            let triplets = sums[0].round() as u64;
-            MiningStats::from(host::HostStats {
-                triplets,
-                active: sums[1].round() as u64,
-                anchors_with_triplet: triplets,
-                sum_d_ap: sums[2],
-                sum_d_an: sums[3],
-                non_finite: sums[4].round() as u64,
-            })
+            PendingStats::totals(sums)
         });
         (loss, stats)
     }
@@ -602,7 +612,7 @@ mod tests {
             "hard",
             &|loss, x, y| {
                 let (v, s) = loss.batch_hard(x, None, y, None, true);
-                (v, s.unwrap())
+                (v, s.unwrap().read())
             },
             &|loss, x, y| loss.mined_on_host(x, y, Mining::Hard, Some(false)),
         );
@@ -632,7 +642,7 @@ mod tests {
                     .init();
                 let y = Tensor::<1, Int>::from_data(labels, &device);
                 let (value, stats) = loss.batch_hard(x.clone(), None, y, None, true);
-                assert_eq!(stats.unwrap().triplets, 0);
+                assert_eq!(stats.unwrap().read().triplets, 0);
                 let grad: Vec<f32> = x
                     .grad(&value.clone().backward())
                     .unwrap()

@@ -139,6 +139,17 @@ fn gpu() -> Device {
     Device::wgpu(DeviceKind::DefaultDevice)
 }
 
+/// A Euclidean setup.
+fn setup(mining: Mining, reduction: Reduction, margin: f64, soft: bool) -> Setup {
+    Setup {
+        distance: Distance::Euclidean,
+        mining,
+        reduction,
+        margin,
+        soft,
+    }
+}
+
 /// Semi-hard mined by the device kernel (`mine` on wgpu) and by the host miner (`mine` on flex,
 /// given the very same distance values), and the oracle's loops over those values: the same
 /// triplets, ties included, on every batch kind and distance.
@@ -283,13 +294,6 @@ fn agree_with_flex(setup: Setup, swap: bool, batch: &Batch, ctx: &str) {
 )]
 fn device_mined_losses_match_the_oracle_and_flex() {
     let gpu = gpu();
-    let setup = |mining, reduction, margin, soft| Setup {
-        distance: Distance::Euclidean,
-        mining,
-        reduction,
-        margin,
-        soft,
-    };
     let setups = [
         setup(Mining::SemiHard, Reduction::Mean, 0.2, false),
         setup(Mining::All, Reduction::MeanActive, 0.5, false),
@@ -329,13 +333,6 @@ fn device_mined_losses_match_the_oracle_and_flex() {
     ignore = "the device miners need the crate's `wgpu` feature (the workspace turns it on)"
 )]
 fn device_band_and_swap_match_flex() {
-    let setup = |mining, reduction, margin, soft| Setup {
-        distance: Distance::Euclidean,
-        mining,
-        reduction,
-        margin,
-        soft,
-    };
     let setups = [
         (
             setup(Mining::PmlSemiHard, Reduction::Mean, 0.5, false),
@@ -485,6 +482,46 @@ fn device_mining_against_references_and_memory_matches_flex() {
             {
                 compare(got, want, &format!("memory step {step} {ctx}"));
             }
+        }
+    }
+}
+
+/// `forward_deferred` on the device leaves every rule's statistics there (nothing read back,
+/// for the batch and through a cross-batch memory), and one `read_with_loss` gives what
+/// `forward_with_stats` and reading the loss give; on flex, whose miners run on the host, they
+/// are ready at once.
+#[test]
+fn deferred_statistics_stay_on_the_device_until_read() {
+    use triplet_loss::CrossBatchMemoryConfig;
+    let batch = batch(Kind::Pk, 7);
+    for mining in [
+        Mining::SemiHard,
+        Mining::All,
+        Mining::PmlSemiHard,
+        Mining::Hard,
+    ] {
+        let loss = TripletLossConfig::new()
+            .with_mining(mining)
+            .with_margin(0.5)
+            .init();
+        for device in [gpu(), Device::flex()] {
+            let on_gpu = device != Device::flex();
+            let (x, y) = (batch.embeddings(&device), batch.labels(&device));
+            let deferred = loss.forward_deferred(x.clone(), y.clone());
+            let mut memory = CrossBatchMemoryConfig::new().with_memory_size(64).init();
+            let from_memory = memory.forward_deferred(&loss, x.clone(), y.clone());
+            // Batch-hard mines on the host on flex, on the device on a GPU, as the others.
+            assert_eq!(
+                deferred.stats.is_ready(),
+                !on_gpu,
+                "{mining:?} on {device:?}"
+            );
+            assert_eq!(from_memory.stats.is_ready(), !on_gpu, "{mining:?} memory");
+            let (value, stats) = deferred.stats.read_with_loss(deferred.loss);
+            let want = loss.forward_with_stats(x, y);
+            assert_eq!(stats, want.stats, "{mining:?} on {device:?}");
+            assert_eq!(value, to_vec(want.loss)[0], "{mining:?} on {device:?}");
+            assert!(from_memory.read().stats.triplets > 0, "{mining:?} memory");
         }
     }
 }

@@ -1223,6 +1223,51 @@ fn f16_overflow_is_skipped_and_the_loss_scale_recovers() {
 
 /// `--devices 0,0` trains two replicas (each its own half of every batch's classes) and says so;
 /// a device the backend does not have, and more devices than P/2, are one clear error each.
+/// A loss that becomes non-finite (here a learning rate of 1e30 blows the weights up) stops the
+/// run with one message naming the step, and nothing from that step reaches a checkpoint or
+/// the metrics: the loss is read after the optimiser step is queued (the step's one wait for a
+/// GPU), so the blown-up weights exist in memory, but are never saved.
+#[test]
+fn a_non_finite_loss_stops_the_run_and_saves_nothing_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("idx");
+    idx_folder(&data, 6, 20);
+    let config = write_config(
+        tmp.path(),
+        "[sampler]\np = 4\nk = 4\n[train]\nepochs = 3\nlog_every_steps = 1\n\
+         checkpoint_every_steps = 1\n[optimizer]\nlr = 1e30\n",
+    );
+    let out = tmp.path().join("run");
+    let result = train(&config, &data, &out, &[]);
+    let stderr = text(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("the loss became"))
+        .unwrap_or_else(|| panic!("no loss message: {stderr}"));
+    let step: u64 = line
+        .split("at step ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the message names the step: {line}"));
+    assert!(step >= 2, "a first step at lr 1e30 is finite: {line}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let losses = step_losses(&out);
+    assert_eq!(losses.len() as u64, step - 1, "{losses:?}");
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let mut saved: Vec<u64> = fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("step-").and_then(|n| n.parse().ok())
+        })
+        .collect();
+    saved.sort_unstable();
+    assert_eq!(saved.last(), Some(&(step - 1)), "{saved:?}");
+}
+
 #[test]
 fn data_parallel_replicas_train() {
     let tmp = tempfile::tempdir().unwrap();

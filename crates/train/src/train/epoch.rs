@@ -18,7 +18,7 @@ use super::amp::{Autocast, MIN_LOSS_SCALE, unscale};
 use super::collapse::CollapseWatch;
 use super::optim::learning_rate;
 use super::setup::Plan;
-use super::step::{HostBatch, settle_running_stats, step_on_replicas};
+use super::step::{HostBatch, settle_running_stats, step_deferred};
 use crate::config::ExperimentConfig;
 use crate::console::Progress;
 use crate::data::loader::{BadImages, Loader, LoaderOptions};
@@ -137,7 +137,7 @@ impl Trainer<'_> {
                 let n = batch.count;
                 let autocast =
                     Autocast::new(config.train.precision, self.state.loss_scale.as_ref());
-                let (value, s, mut grads) = step_on_replicas(
+                let (pending, mut grads) = step_deferred(
                     &model,
                     &self.loss,
                     self.memory.as_mut(),
@@ -150,16 +150,6 @@ impl Trainer<'_> {
                     autocast,
                 );
                 crate::fault::point("step");
-                if !value.is_finite() {
-                    bail!(
-                        "the loss became {value} at step {} (epoch {}); nothing was saved from this \
-                         step, the last good checkpoint is in {}. Lower optimizer.lr or set \
-                         optimizer.grad_clip_norm, and check the input normalisation",
-                        self.state.step + 1,
-                        epoch + 1,
-                        self.run.checkpoints().display()
-                    );
-                }
                 let take = match &mut self.state.loss_scale {
                     Some(scale) => {
                         let finite = unscale(&model, &mut grads, scale.scale);
@@ -184,6 +174,20 @@ impl Trainer<'_> {
                 };
                 if take {
                     model = self.optim.step(lr, model, grads);
+                }
+                // The step's one wait for the device (on a GPU): its loss and statistics, read
+                // once the optimiser step is queued. A non-finite loss has then reached the
+                // weights in memory, but never a checkpoint: the run stops here.
+                let (value, s) = pending.read();
+                if !value.is_finite() {
+                    bail!(
+                        "the loss became {value} at step {} (epoch {}); nothing was saved from this \
+                         step, the last good checkpoint is in {}. Lower optimizer.lr or set \
+                         optimizer.grad_clip_norm, and check the input normalisation",
+                        self.state.step + 1,
+                        epoch + 1,
+                        self.run.checkpoints().display()
+                    );
                 }
                 let active = s.active_fraction();
                 let totals = &mut self.state.epoch_totals;

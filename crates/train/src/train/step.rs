@@ -5,7 +5,7 @@
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use triplet_loss::{CrossBatchMemory, MiningStats, TripletLoss};
+use triplet_loss::{CrossBatchMemory, MiningStats, PendingStats, TripletLoss};
 use triplet_model::EmbeddingModel;
 
 use super::amp::Autocast;
@@ -37,16 +37,80 @@ pub struct HostBatch<'a> {
 /// factor the loss is scaled by before the backward. The loss returned is unscaled; the
 /// gradients are not (`amp::unscale` divides them).
 ///
+/// The loss value and statistics are read back at once (one transfer per replica on a GPU);
+/// [`step_deferred`] leaves them on the devices.
+///
 /// # Panics
 /// If a `memory` is given with several replicas (`train` refuses that combination).
 pub fn step_on_replicas(
+    model: &EmbeddingModel,
+    loss: &TripletLoss,
+    memory: Option<&mut CrossBatchMemory>,
+    replicas: &[Device],
+    batch: HostBatch<'_>,
+    autocast: Autocast,
+) -> (f64, MiningStats, GradientsParams) {
+    let (pending, grads) = step_deferred(model, loss, memory, replicas, batch, autocast);
+    let (value, stats) = pending.read();
+    (value, stats, grads)
+}
+
+/// A step's loss values and mining statistics, per replica, not read back yet.
+#[derive(Debug)]
+pub struct PendingStep {
+    /// Each replica's weighted loss (`[1]`, detached) and statistics.
+    parts: Vec<(Tensor<1>, PendingStats)>,
+}
+
+impl PendingStep {
+    /// The step's loss (the replicas' weighted losses summed) and the batch's statistics,
+    /// read back: one transfer per replica where its values are on a GPU, none on flex (its
+    /// statistics are on the host already, and the loss value is a copy).
+    pub fn read(self) -> (f64, MiningStats) {
+        let single = self.parts.len() == 1;
+        let mut value = 0.0;
+        let mut stats = MiningStats::default();
+        let (mut sum_d_ap, mut sum_d_an) = (0.0, 0.0);
+        for (part_loss, pending) in self.parts {
+            let (v, s) = pending.read_with_loss(part_loss);
+            value += f64::from(v);
+            stats.triplets += s.triplets;
+            stats.active += s.active;
+            stats.anchors_with_triplet += s.anchors_with_triplet;
+            stats.non_finite += s.non_finite;
+            if single {
+                // One replica: its means as they are (m·t/t need not round back to m).
+                stats.mean_d_ap = s.mean_d_ap;
+                stats.mean_d_an = s.mean_d_an;
+            }
+            // The batch's means over all its triplets: each part's mean weighted by its count.
+            sum_d_ap += s.mean_d_ap * s.triplets as f64;
+            sum_d_an += s.mean_d_an * s.triplets as f64;
+        }
+        if !single && stats.triplets > 0 {
+            stats.mean_d_ap = sum_d_ap / stats.triplets as f64;
+            stats.mean_d_an = sum_d_an / stats.triplets as f64;
+        }
+        (value, stats)
+    }
+}
+
+/// [`step_on_replicas`] without reading anything back: the gradients, and the loss values and
+/// statistics left on the devices for [`PendingStep::read`]. `triplet train` reads them once
+/// the optimiser step is queued, so on a GPU a step waits for the device once (f32, bf16; f16
+/// also reads whether its gradients are finite before the optimiser step, as PyTorch's
+/// `GradScaler` does).
+///
+/// # Panics
+/// As [`step_on_replicas`].
+pub fn step_deferred(
     model: &EmbeddingModel,
     loss: &TripletLoss,
     mut memory: Option<&mut CrossBatchMemory>,
     replicas: &[Device],
     batch: HostBatch<'_>,
     autocast: Autocast,
-) -> (f64, MiningStats, GradientsParams) {
+) -> (PendingStep, GradientsParams) {
     let HostBatch {
         images,
         labels,
@@ -86,15 +150,15 @@ pub fn step_on_replicas(
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device);
             let embeddings = replica.forward(x);
             let output = match memory {
-                Some(memory) => memory.forward_with_stats(loss, embeddings, y),
-                None => loss.forward_with_stats(embeddings, y),
+                Some(memory) => memory.forward_deferred(loss, embeddings, y),
+                None => loss.forward_deferred(embeddings, y),
             };
             let part_loss = if parts.len() == 1 {
                 output.loss
             } else {
                 output.loss.mul_scalar(weight)
             };
-            let value = f64::from(part_loss.clone().into_scalar::<f32>());
+            let value = part_loss.clone().detach();
             let part_loss = if autocast.loss_scale == 1.0 {
                 part_loss
             } else {
@@ -108,7 +172,7 @@ pub fn step_on_replicas(
             };
             (value, output.stats, grads)
         };
-    let results: Vec<(f64, MiningStats, GradientsParams)> = if parts.len() == 1 {
+    let results: Vec<(Tensor<1>, PendingStats, GradientsParams)> = if parts.len() == 1 {
         vec![part(0, main, &parts[0], memory.take())]
     } else {
         std::thread::scope(|scope| {
@@ -126,31 +190,12 @@ pub fn step_on_replicas(
     };
     settle_running_stats(model);
     let mut accumulator = GradientsAccumulator::new();
-    let mut value = 0.0;
-    let mut stats = MiningStats::default();
-    let (mut sum_d_ap, mut sum_d_an) = (0.0, 0.0);
-    let single = results.len() == 1;
-    for (v, s, grads) in results {
-        value += v;
+    let mut pending = Vec::with_capacity(results.len());
+    for (value, stats, grads) in results {
         accumulator.accumulate(model, grads);
-        stats.triplets += s.triplets;
-        stats.active += s.active;
-        stats.anchors_with_triplet += s.anchors_with_triplet;
-        stats.non_finite += s.non_finite;
-        if single {
-            // One replica: its means as they are (m·t/t need not round back to m).
-            stats.mean_d_ap = s.mean_d_ap;
-            stats.mean_d_an = s.mean_d_an;
-        }
-        // The batch's means over all its triplets: each part's mean weighted by its count.
-        sum_d_ap += s.mean_d_ap * s.triplets as f64;
-        sum_d_an += s.mean_d_an * s.triplets as f64;
+        pending.push((value, stats));
     }
-    if !single && stats.triplets > 0 {
-        stats.mean_d_ap = sum_d_ap / stats.triplets as f64;
-        stats.mean_d_an = sum_d_an / stats.triplets as f64;
-    }
-    (value, stats, accumulator.grads())
+    (PendingStep { parts: pending }, accumulator.grads())
 }
 
 /// The batch's rows split into `parts` groups of whole classes (class `j` in order of first
