@@ -86,7 +86,8 @@ enum Pending {
     /// Mined on the host: known already.
     Ready(MiningStats),
     /// `counts` `[2·B]`: triplets, then active triplets, per anchor; `sums` `[3]`: Σ d_ap and
-    /// Σ d_an over the triplets, non-finite distances.
+    /// Σ d_an over the triplets, non-finite distances (the CubeCL miners').
+    #[cfg(feature = "cube")]
     Rows {
         counts: Tensor<1, Int>,
         sums: Tensor<1>,
@@ -104,6 +105,7 @@ impl PendingStats {
     }
 
     /// Per-anchor counts and sums on the device (see [`Pending::Rows`]).
+    #[cfg(feature = "cube")]
     pub(crate) fn rows(counts: Tensor<1, Int>, sums: Tensor<1>, anchors: usize) -> Self {
         Self(Pending::Rows {
             counts,
@@ -144,21 +146,16 @@ impl PendingStats {
             assert_eq!(loss.dims(), [1], "the loss holds one value");
             read = read.register(loss.detach());
         }
-        let anchors = match &self.0 {
-            Pending::Ready(_) => 0,
-            Pending::Rows {
-                counts,
-                sums,
-                anchors,
-            } => {
+        match &self.0 {
+            Pending::Ready(_) => {}
+            #[cfg(feature = "cube")]
+            Pending::Rows { counts, sums, .. } => {
                 read = read.register(counts.clone()).register(sums.clone());
-                *anchors
             }
             Pending::Totals { sums } => {
                 read = read.register(sums.clone());
-                0
             }
-        };
+        }
         let ready = matches!(self.0, Pending::Ready(_));
         let data = if has_loss || !ready {
             read.execute()
@@ -177,7 +174,8 @@ impl PendingStats {
         let floats = |d: TensorData| -> Vec<f64> { d.try_into_vec_as().expect("f64 stats") };
         let stats = match self.0 {
             Pending::Ready(stats) => stats,
-            Pending::Rows { .. } => {
+            #[cfg(feature = "cube")]
+            Pending::Rows { anchors, .. } => {
                 let counts: Vec<i64> = data
                     .next()
                     .expect("the counts were read")

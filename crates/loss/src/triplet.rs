@@ -121,6 +121,7 @@ impl TripletLoss {
     }
 
     /// Whether the anchor swap is on.
+    #[cfg(feature = "cube")]
     pub(crate) fn swaps(&self) -> bool {
         self.swap
     }
