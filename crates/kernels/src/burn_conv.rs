@@ -261,6 +261,7 @@ thread_local! {
     static FAST_CALLS: std::cell::Cell<FastCalls> = const { std::cell::Cell::new(FastCalls {
         convolutions: 0,
         batch_norms: 0,
+        batch_norm_relus: 0,
         max_pools: 0,
     }) };
 }
@@ -271,8 +272,11 @@ thread_local! {
 pub struct FastCalls {
     /// [`conv2d`] calls that ran this crate's convolution.
     pub convolutions: u64,
-    /// [`crate::batch_norm`] calls that ran this crate's BatchNorm (training or inference).
+    /// [`crate::batch_norm`] and [`crate::batch_norm_relu`] calls that ran this crate's
+    /// BatchNorm (training or inference).
     pub batch_norms: u64,
+    /// Of those, [`crate::batch_norm_relu`] calls, whose ReLU was fused.
+    pub batch_norm_relus: u64,
     /// [`crate::max_pool2d`] calls that ran this crate's max pooling.
     pub max_pools: u64,
 }

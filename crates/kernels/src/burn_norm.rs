@@ -1,10 +1,13 @@
-//! BatchNorm's training pass for NCHW on flex without layout copies: [`batch_norm`] runs a
+//! BatchNorm for NCHW on flex without layout copies: [`batch_norm`] runs a
 //! `burn::nn::BatchNorm` in training mode through two passes per channel plane (statistics,
 //! then normalisation) and a hand-written backward (two passes), where Burn's default
 //! `batch_norm_train` makes a channels-first copy of the activation (`swap_dims`) in the
-//! forward and two in the backward. Same values as Burn's (biased variance for the
-//! normalisation, running statistics updated with `momentum` as Burn does); inference, other
-//! backends and other float types take Burn's `BatchNorm::forward`.
+//! forward and two in the backward; in inference (a device without autodiff) one pass with
+//! the running statistics. [`batch_norm_relu`] fuses the ReLU that follows: applied in the
+//! normalisation's pass, its mask read from the saved output by both backward passes. Same
+//! values as Burn's (biased variance for the normalisation, running statistics updated with
+//! `momentum` as Burn does); a frozen BatchNorm on an autodiff device, other backends and
+//! other float types take Burn's `BatchNorm::forward` (and `relu`).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -57,6 +60,46 @@ pub trait FastNormBackend: Backend {
         let _ = param_grads;
         let (mean, var) = split::<Self>(stats);
         Self::batch_norm_train_backward(x, gamma, mean, var, epsilon, output_grad).x_grad
+    }
+
+    /// `max(0, fast_bn_apply(…))`: the BatchNorm and the ReLU after it, in one pass.
+    fn fast_bn_relu_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::relu(Self::fast_bn_apply(x, gamma, beta, stats, epsilon))
+    }
+
+    /// [`Self::fast_bn_backward_params`] through the ReLU whose output was `y`: the gradient
+    /// passes where `y > 0` (ReLU's mask folded into the sums).
+    fn fast_bn_relu_backward_params(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let dy = Self::relu_backward(y, output_grad);
+        Self::fast_bn_backward_params(x, gamma, stats, epsilon, dy)
+    }
+
+    /// [`Self::fast_bn_backward_x`] through the ReLU whose output was `y`, with the γ and β
+    /// gradients [`Self::fast_bn_relu_backward_params`] returned.
+    fn fast_bn_relu_backward_x(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        param_grads: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let dy = Self::relu_backward(y, output_grad);
+        Self::fast_bn_backward_x(x, gamma, stats, param_grads, epsilon, dy)
     }
 
     /// The gradients of γ and β, as `[2, C]`.
@@ -119,9 +162,12 @@ mod flex {
     /// f64. The images are cut into blocks of whole images independent of the thread count,
     /// each summed by one task in memory order, and the blocks' partial sums are added in
     /// block order: the same result for any number of threads.
+    ///
+    /// With `mask` (a ReLU's output, with `b`), `a` counts only where `mask > 0`.
     fn channel_sums(
         a: &[f32],
         b: Option<&[f32]>,
+        mask: Option<&[f32]>,
         centre: &[f32],
         (n, c, hw): (usize, usize, usize),
     ) -> Vec<(f64, f64)> {
@@ -136,9 +182,15 @@ mod flex {
                     for (ch, sum) in sums.iter_mut().enumerate() {
                         let at = img * image + ch * hw;
                         let plane = &a[at..at + hw];
-                        let (p0, p1) = match b {
-                            Some(b) => plane_sums(plane, &b[at..at + hw], centre[ch]),
-                            None => plane_moments(plane, centre[ch]),
+                        let (p0, p1) = match (b, mask) {
+                            (Some(b), Some(y)) => masked_plane_sums(
+                                plane,
+                                &b[at..at + hw],
+                                &y[at..at + hw],
+                                centre[ch],
+                            ),
+                            (Some(b), None) => plane_sums(plane, &b[at..at + hw], centre[ch]),
+                            (None, _) => plane_moments(plane, centre[ch]),
                         };
                         sum.0 += f64::from(p0);
                         sum.1 += f64::from(p1);
@@ -180,6 +232,63 @@ mod flex {
         (s.iter().sum::<f32>() + ts, sb.iter().sum::<f32>() + tb)
     }
 
+    /// `(Σ a', Σ a'·(b − m))` over one plane with `a' = 0` where `y ≤ 0`, else `a`: the
+    /// BatchNorm sums of a gradient `a` through the ReLU whose output was `y` (Burn's
+    /// `relu_backward` mask: a NaN `y` lets the gradient through).
+    #[inline(always)]
+    fn masked_plane_sums(a: &[f32], b: &[f32], y: &[f32], m: f32) -> (f32, f32) {
+        let (mut s, mut sb) = ([0f32; L], [0f32; L]);
+        let (ac, bc, yc) = (a.chunks_exact(L), b.chunks_exact(L), y.chunks_exact(L));
+        let (ar, br, yr) = (ac.remainder(), bc.remainder(), yc.remainder());
+        for ((x, z), y) in ac.zip(bc).zip(yc) {
+            for i in 0..L {
+                let g = unless_cut(x[i], y[i]);
+                s[i] += g;
+                sb[i] += g * (z[i] - m);
+            }
+        }
+        let (mut ts, mut tb) = (0f32, 0f32);
+        for ((x, z), y) in ar.iter().zip(br).zip(yr) {
+            let g = unless_cut(*x, *y);
+            ts += g;
+            tb += g * (z - m);
+        }
+        (s.iter().sum::<f32>() + ts, sb.iter().sum::<f32>() + tb)
+    }
+
+    /// `x`, or 0 where `y ≤ 0`: Burn's ReLU mask (`relu(v)` is `unless_cut(v, v)`; a NaN `y`
+    /// keeps `x`, so a NaN stays NaN, which `max` would turn into 0). Written with bits so
+    /// that the loops around it vectorise (a compare and an `and`, no branch).
+    #[inline(always)]
+    fn unless_cut(x: f32, y: f32) -> f32 {
+        let keep = u32::from(y <= 0.0).wrapping_sub(1);
+        f32::from_bits(x.to_bits() & keep)
+    }
+
+    /// `o = x'·p + y·q + r` over one plane with `x' = 0` where `mask ≤ 0`, else `x` (the
+    /// gradient through a ReLU; Burn's mask, so a NaN `mask` lets it through), in lanes of
+    /// `L` so that the select vectorises.
+    #[inline(always)]
+    fn masked_affine(o: &mut [f32], x: &[f32], y: &[f32], mask: &[f32], [p, q, r]: [f32; 3]) {
+        let n = o.len() - o.len() % L;
+        for i in (0..n).step_by(L) {
+            let (o, x, y, m) = (
+                &mut o[i..i + L],
+                &x[i..i + L],
+                &y[i..i + L],
+                &mask[i..i + L],
+            );
+            for j in 0..L {
+                let g = unless_cut(x[j], m[j]);
+                o[j] = g * p + y[j] * q + r;
+            }
+        }
+        for i in n..o.len() {
+            let g = unless_cut(x[i], mask[i]);
+            o[i] = g * p + y[i] * q + r;
+        }
+    }
+
     /// `(Σ (a − k), Σ (a − k)²)` over one plane, in one pass.
     #[inline(always)]
     fn plane_moments(a: &[f32], k: f32) -> (f32, f32) {
@@ -202,8 +311,19 @@ mod flex {
         (s.iter().sum::<f32>() + ts, sq.iter().sum::<f32>() + tq)
     }
 
+    /// What [`affine`] does besides the affine map.
+    #[derive(Clone, Copy)]
+    enum Fuse<'a> {
+        /// Nothing.
+        None,
+        /// `max(0, out)`: the ReLU after a BatchNorm.
+        Relu,
+        /// `x` counts only where this (a ReLU's output) is `> 0`: the gradient through it.
+        Mask(&'a [f32]),
+    }
+
     /// `out = x·p[ch] + y·q[ch] + r[ch]` for every plane (`y` absent: no `q` term), in
-    /// parallel.
+    /// parallel, with `fuse`.
     fn affine(
         x: &[f32],
         y: Option<&[f32]>,
@@ -211,6 +331,7 @@ mod flex {
         p: &[f32],
         q: &[f32],
         r: &[f32],
+        fuse: Fuse<'_>,
     ) -> Vec<f32> {
         let mut out = vec![0f32; n * c * hw];
         if hw == 0 {
@@ -221,14 +342,23 @@ mod flex {
             let at = plane * hw;
             let xs = &x[at..at + hw];
             let (pc, rc) = (p[ch], r[ch]);
-            match y {
-                Some(y) => {
+            match (y, fuse) {
+                (Some(y), Fuse::Mask(mask)) => {
+                    masked_affine(o, xs, &y[at..at + hw], &mask[at..at + hw], [pc, q[ch], rc]);
+                }
+                (Some(y), _) => {
                     let qc = q[ch];
                     for ((o, x), y) in o.iter_mut().zip(xs).zip(&y[at..at + hw]) {
                         *o = x * pc + y * qc + rc;
                     }
                 }
-                None => {
+                (None, Fuse::Relu) => {
+                    for (o, x) in o.iter_mut().zip(xs) {
+                        let v = x * pc + rc;
+                        *o = unless_cut(v, v);
+                    }
+                }
+                (None, _) => {
                     for (o, x) in o.iter_mut().zip(xs) {
                         *o = x * pc + rc;
                     }
@@ -249,6 +379,86 @@ mod flex {
         (s[..c].to_vec(), inv)
     }
 
+    /// The training BatchNorm's output, `fuse` a ReLU or not (see the trait).
+    fn apply(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f64,
+        fuse: Fuse<'_>,
+    ) -> FlexTensor {
+        crate::burn_conv::count(|c| c.batch_norms += 1);
+        let (mean, inv) = moments(&stats, epsilon);
+        let (g, b) = (values(&gamma), values(&beta));
+        // y = x·(γ/σ) + (β − mean·γ/σ)
+        let scale: Vec<f32> = g.iter().zip(&inv).map(|(g, i)| g * i).collect();
+        let shift: Vec<f32> = b
+            .iter()
+            .zip(&mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        let out = affine(&values(&x), None, dims(&x), &scale, &[], &shift, fuse);
+        tensor(out, x.layout().shape().to_vec())
+    }
+
+    /// The input gradient (see the trait), through the ReLU whose output was `relu_out`.
+    fn backward_x(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        stats: FlexTensor,
+        param_grads: FlexTensor,
+        epsilon: f64,
+        output_grad: FlexTensor,
+        relu_out: Option<&FlexTensor>,
+    ) -> FlexTensor {
+        let shape = dims(&x);
+        let (mean, inv) = moments(&stats, epsilon);
+        let g = values(&gamma);
+        let (xs, dy) = (values(&x), values(&output_grad));
+        // mean(dy·x̂) = dγ / m and mean(dy) = dβ / m: no second pass over dy.
+        let m = (shape.0 * shape.2) as f32;
+        let p = values(&param_grads);
+        let (mdyx, mdy): (Vec<f32>, Vec<f32>) = (
+            p[..shape.1].iter().map(|v| v / m).collect(),
+            p[shape.1..].iter().map(|v| v / m).collect(),
+        );
+        // dx = k·(dy − mean(dy) − x̂·mean(dy·x̂)), k = γ/σ, x̂ = (x − mean)/σ
+        //    = dy·k + x·(−k·σ⁻¹·mean(dy·x̂)) + k·(mean·σ⁻¹·mean(dy·x̂) − mean(dy))
+        let k: Vec<f32> = g.iter().zip(&inv).map(|(g, i)| g * i).collect();
+        let q: Vec<f32> = (0..k.len()).map(|c| -k[c] * inv[c] * mdyx[c]).collect();
+        let r: Vec<f32> = (0..k.len())
+            .map(|c| k[c] * (mean[c] * inv[c] * mdyx[c] - mdy[c]))
+            .collect();
+        let mask = relu_out.map(values);
+        let fuse = mask.as_deref().map_or(Fuse::None, Fuse::Mask);
+        let out = affine(&dy, Some(&xs), shape, &k, &q, &r, fuse);
+        tensor(out, x.layout().shape().to_vec())
+    }
+
+    /// The γ and β gradients (see the trait), through the ReLU whose output was `relu_out`.
+    fn backward_params(
+        x: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f64,
+        output_grad: FlexTensor,
+        relu_out: Option<&FlexTensor>,
+    ) -> FlexTensor {
+        let shape = dims(&x);
+        let (mean, inv) = moments(&stats, epsilon);
+        let (xs, dy) = (values(&x), values(&output_grad));
+        let mask = relu_out.map(values);
+        let sums = channel_sums(&dy, Some(&xs), mask.as_deref(), &mean, shape);
+        let gamma: Vec<f32> = sums
+            .iter()
+            .zip(&inv)
+            .map(|((_, s), i)| *s as f32 * i)
+            .collect();
+        let beta: Vec<f32> = sums.iter().map(|(s, _)| *s as f32).collect();
+        tensor([gamma, beta].concat(), vec![2, shape.1])
+    }
+
     impl FastNormBackend for Flex {
         fn fast_bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
             let shape = dims(&x);
@@ -261,7 +471,7 @@ mod flex {
             let shift: Vec<f32> = (0..c)
                 .map(|ch| xs.get(ch * hw).copied().unwrap_or(0.0))
                 .collect();
-            let sums = channel_sums(&xs, None, &shift, shape);
+            let sums = channel_sums(&xs, None, None, &shift, shape);
             let (means, vars): (Vec<f32>, Vec<f32>) = sums
                 .iter()
                 .zip(&shift)
@@ -280,19 +490,18 @@ mod flex {
             stats: FloatTensor<Self>,
             epsilon: f64,
         ) -> FloatTensor<Self> {
-            crate::burn_conv::count(|c| c.batch_norms += 1);
-            let (mean, inv) = moments(&stats, epsilon);
-            let (g, b) = (values(&gamma), values(&beta));
-            // y = x·(γ/σ) + (β − mean·γ/σ)
-            let scale: Vec<f32> = g.iter().zip(&inv).map(|(g, i)| g * i).collect();
-            let shift: Vec<f32> = b
-                .iter()
-                .zip(&mean)
-                .zip(&scale)
-                .map(|((b, m), s)| b - m * s)
-                .collect();
-            let out = affine(&values(&x), None, dims(&x), &scale, &[], &shift);
-            tensor(out, x.layout().shape().to_vec())
+            apply(x, gamma, beta, stats, epsilon, Fuse::None)
+        }
+
+        fn fast_bn_relu_apply(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            stats: FloatTensor<Self>,
+            epsilon: f64,
+        ) -> FloatTensor<Self> {
+            crate::burn_conv::count(|c| c.batch_norm_relus += 1);
+            apply(x, gamma, beta, stats, epsilon, Fuse::Relu)
         }
 
         fn fast_bn_backward_x(
@@ -303,26 +512,19 @@ mod flex {
             epsilon: f64,
             output_grad: FloatTensor<Self>,
         ) -> FloatTensor<Self> {
-            let shape = dims(&x);
-            let (mean, inv) = moments(&stats, epsilon);
-            let g = values(&gamma);
-            let (xs, dy) = (values(&x), values(&output_grad));
-            // mean(dy·x̂) = dγ / m and mean(dy) = dβ / m: no second pass over dy.
-            let m = (shape.0 * shape.2) as f32;
-            let p = values(&param_grads);
-            let (mdyx, mdy): (Vec<f32>, Vec<f32>) = (
-                p[..shape.1].iter().map(|v| v / m).collect(),
-                p[shape.1..].iter().map(|v| v / m).collect(),
-            );
-            // dx = k·(dy − mean(dy) − x̂·mean(dy·x̂)), k = γ/σ, x̂ = (x − mean)/σ
-            //    = dy·k + x·(−k·σ⁻¹·mean(dy·x̂)) + k·(mean·σ⁻¹·mean(dy·x̂) − mean(dy))
-            let k: Vec<f32> = g.iter().zip(&inv).map(|(g, i)| g * i).collect();
-            let q: Vec<f32> = (0..k.len()).map(|c| -k[c] * inv[c] * mdyx[c]).collect();
-            let r: Vec<f32> = (0..k.len())
-                .map(|c| k[c] * (mean[c] * inv[c] * mdyx[c] - mdy[c]))
-                .collect();
-            let out = affine(&dy, Some(&xs), shape, &k, &q, &r);
-            tensor(out, x.layout().shape().to_vec())
+            backward_x(x, gamma, stats, param_grads, epsilon, output_grad, None)
+        }
+
+        fn fast_bn_relu_backward_x(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            stats: FloatTensor<Self>,
+            param_grads: FloatTensor<Self>,
+            epsilon: f64,
+            output_grad: FloatTensor<Self>,
+            y: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            backward_x(x, gamma, stats, param_grads, epsilon, output_grad, Some(&y))
         }
 
         fn fast_bn_backward_params(
@@ -332,17 +534,18 @@ mod flex {
             epsilon: f64,
             output_grad: FloatTensor<Self>,
         ) -> FloatTensor<Self> {
-            let shape = dims(&x);
-            let (mean, inv) = moments(&stats, epsilon);
-            let (xs, dy) = (values(&x), values(&output_grad));
-            let sums = channel_sums(&dy, Some(&xs), &mean, shape);
-            let gamma: Vec<f32> = sums
-                .iter()
-                .zip(&inv)
-                .map(|((_, s), i)| *s as f32 * i)
-                .collect();
-            let beta: Vec<f32> = sums.iter().map(|(s, _)| *s as f32).collect();
-            tensor([gamma, beta].concat(), vec![2, shape.1])
+            backward_params(x, stats, epsilon, output_grad, None)
+        }
+
+        fn fast_bn_relu_backward_params(
+            x: FloatTensor<Self>,
+            _gamma: FloatTensor<Self>,
+            stats: FloatTensor<Self>,
+            epsilon: f64,
+            output_grad: FloatTensor<Self>,
+            y: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            backward_params(x, stats, epsilon, output_grad, Some(&y))
         }
     }
 }
@@ -355,71 +558,116 @@ impl<B: Backend + FastNormBackend, C: CheckpointStrategy> FastNormBackend for Au
         stats: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Norm {
-            epsilon: f64,
-        }
+        tracked::<B, C>(x, gamma, beta, stats, epsilon, false)
+    }
 
-        impl<B: Backend + FastNormBackend> Backward<B, 3> for Norm {
-            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+    fn fast_bn_relu_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        tracked::<B, C>(x, gamma, beta, stats, epsilon, true)
+    }
+}
 
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
-                let dy = grads.consume::<B>(&ops.node);
-                let (x, gamma, stats) = ops.state;
-                let eps = self.epsilon;
-                // The γ and β gradients are also the sums the input gradient needs: one pass.
-                let params = B::fast_bn_backward_params(
+/// The training BatchNorm (and, with `relu`, the ReLU after it) on an autodiff device, with
+/// its hand-written backward: the γ and β gradients, then the input gradient from them; with
+/// `relu` both take the ReLU's mask from its saved output instead of a masked copy of `dy`.
+fn tracked<B: Backend + FastNormBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    gamma: FloatTensor<Autodiff<B, C>>,
+    beta: FloatTensor<Autodiff<B, C>>,
+    stats: FloatTensor<Autodiff<B, C>>,
+    epsilon: f64,
+    relu: bool,
+) -> FloatTensor<Autodiff<B, C>> {
+    #[derive(Debug)]
+    struct Norm {
+        epsilon: f64,
+    }
+
+    impl<B: Backend + FastNormBackend> Backward<B, 3> for Norm {
+        /// `x`, γ, the statistics, and the ReLU's output where it is fused.
+        type State = (
+            FloatTensor<B>,
+            FloatTensor<B>,
+            FloatTensor<B>,
+            Option<FloatTensor<B>>,
+        );
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_x, node_gamma, node_beta] = ops.parents;
+            let dy = grads.consume::<B>(&ops.node);
+            let (x, gamma, stats, relu_out) = ops.state;
+            let eps = self.epsilon;
+            // The γ and β gradients are also the sums the input gradient needs: one pass.
+            let params = match &relu_out {
+                Some(y) => B::fast_bn_relu_backward_params(
                     x.clone(),
                     gamma.clone(),
                     stats.clone(),
                     eps,
                     dy.clone(),
-                );
-                if node_gamma.is_some() || node_beta.is_some() {
-                    let (dgamma, dbeta) = split::<B>(params.clone());
-                    if let Some(node) = node_gamma {
-                        grads.register::<B>(node.id, dgamma);
-                    }
-                    if let Some(node) = node_beta {
-                        grads.register::<B>(node.id, dbeta);
-                    }
+                    y.clone(),
+                ),
+                None => B::fast_bn_backward_params(
+                    x.clone(),
+                    gamma.clone(),
+                    stats.clone(),
+                    eps,
+                    dy.clone(),
+                ),
+            };
+            if node_gamma.is_some() || node_beta.is_some() {
+                let (dgamma, dbeta) = split::<B>(params.clone());
+                if let Some(node) = node_gamma {
+                    grads.register::<B>(node.id, dgamma);
                 }
-                if let Some(node) = node_x {
-                    let dx = B::fast_bn_backward_x(x, gamma, stats, params, eps, dy);
-                    grads.register::<B>(node.id, dx);
+                if let Some(node) = node_beta {
+                    grads.register::<B>(node.id, dbeta);
                 }
+            }
+            if let Some(node) = node_x {
+                let dx = match relu_out {
+                    Some(y) => B::fast_bn_relu_backward_x(x, gamma, stats, params, eps, dy, y),
+                    None => B::fast_bn_backward_x(x, gamma, stats, params, eps, dy),
+                };
+                grads.register::<B>(node.id, dx);
             }
         }
+    }
 
-        let stats = stats.into_primitive();
-        match (Norm { epsilon })
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, g, b) = (
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                );
-                let out = B::fast_bn_apply(x.clone(), g.clone(), b, stats.clone(), epsilon);
-                prep.finish((x, g, stats), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fast_bn_apply(
+    let run = |x, g, b, stats| {
+        if relu {
+            B::fast_bn_relu_apply(x, g, b, stats, epsilon)
+        } else {
+            B::fast_bn_apply(x, g, b, stats, epsilon)
+        }
+    };
+    let stats = stats.into_primitive();
+    match (Norm { epsilon })
+        .prepare::<C>([x.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (x, g, b) = (
                 x.into_primitive(),
                 gamma.into_primitive(),
                 beta.into_primitive(),
-                stats,
-                epsilon,
-            )),
+            );
+            let out = run(x.clone(), g.clone(), b, stats.clone());
+            let relu_out = relu.then(|| out.clone());
+            prep.finish((x, g, stats, relu_out), out)
         }
+        OpsKind::UnTracked(prep) => prep.finish(run(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            stats,
+        )),
     }
 }
 
@@ -433,15 +681,52 @@ impl<B: Backend + FastNormBackend, C: CheckpointStrategy> FastNormBackend for Au
 /// parameters and running statistics) is normalised in the layer's type, its statistics
 /// included, and the output cast back to `x`'s type (PyTorch AMP keeps BatchNorm in f32 too).
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    norm(bn, x, false)
+}
+
+/// `relu(bn.forward(x))` for an NCHW `x`, as [`batch_norm`] with the ReLU fused where the
+/// kernels run: applied in the normalisation's pass, and in the backward its mask folded
+/// into BatchNorm's two passes (no ReLU pass over the activation either way). A NaN stays
+/// NaN, as Burn's ReLU keeps it.
+pub fn batch_norm_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    norm(bn, x, true)
+}
+
+/// [`batch_norm`], then the ReLU if `relu`.
+fn norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let layer_dtype = bn.gamma.val().dtype();
     if x.dtype() != layer_dtype {
         let dtype = x.dtype();
-        return batch_norm(bn, x.cast(layer_dtype)).cast(dtype);
+        return norm(bn, x.cast(layer_dtype), relu).cast(dtype);
     }
+    let burns = |x: Tensor<4>| {
+        let y = bn.forward(x);
+        if relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        }
+    };
+    let apply = |x: Tensor<4>, stats: Tensor<2>| {
+        let args = (
+            x.into_dispatch(),
+            bn.gamma.val().into_dispatch(),
+            bn.beta.val().into_dispatch(),
+            stats.into_dispatch(),
+            bn.epsilon,
+        );
+        Tensor::<4>::from_dispatch(if relu {
+            <Dispatch as FastNormBackend>::fast_bn_relu_apply(
+                args.0, args.1, args.2, args.3, args.4,
+            )
+        } else {
+            <Dispatch as FastNormBackend>::fast_bn_apply(args.0, args.1, args.2, args.3, args.4)
+        })
+    };
     let device = x.device();
     let on_flex = super::burn_conv::on_flex(&device);
     if !on_flex || x.dtype() != DType::F32 || super::burn_conv::turned_off() {
-        return bn.forward(x);
+        return burns(x);
     }
     if !device.is_autodiff() {
         // Inference (no graph): one pass with the running statistics. On an autodiff device
@@ -453,29 +738,17 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
             ],
             0,
         );
-        return Tensor::from_dispatch(<Dispatch as FastNormBackend>::fast_bn_apply(
-            x.into_dispatch(),
-            bn.gamma.val().into_dispatch(),
-            bn.beta.val().into_dispatch(),
-            stats.into_dispatch(),
-            bn.epsilon,
-        ));
+        return apply(x, stats);
     }
     if !bn.training.is_enabled() {
-        return bn.forward(x);
+        return burns(x);
     }
     // A constant of the graph, computed off it: the statistics' own dependence on x is in the
     // backward of `fast_bn_apply`.
     let stats: Tensor<2> = Tensor::from_inner(Tensor::from_dispatch(
         <Dispatch as FastNormBackend>::fast_bn_stats(x.clone().inner().into_dispatch()),
     ));
-    let out = Tensor::from_dispatch(<Dispatch as FastNormBackend>::fast_bn_apply(
-        x.into_dispatch(),
-        bn.gamma.val().into_dispatch(),
-        bn.beta.val().into_dispatch(),
-        stats.clone().into_dispatch(),
-        bn.epsilon,
-    ));
+    let out = apply(x, stats.clone());
     let c = stats.dims()[1];
     let mean = stats.clone().slice([0..1, 0..c]).reshape([c]).detach();
     let var = stats.slice([1..2, 0..c]).reshape([c]).detach();

@@ -1,13 +1,22 @@
-//! Fast CPU 2-D convolution kernels (f32, NCHW activations, OIHW weights, groups = 1,
-//! dilation = 1): forward, input gradient and weight/bias gradient.
+//! Fast CPU kernels for flex (f32, NCHW activations): 2-D convolution (OIHW weights,
+//! groups = 1, dilation = 1: forward, input gradient and weight/bias gradient), BatchNorm
+//! (training and inference, optionally with the ReLU after it fused) and max pooling.
 //!
-//! In a Burn model, call [`conv2d`], [`batch_norm`] and [`max_pool2d`] where
-//! `conv.forward(x)`, `bn.forward(x)` and `pool.forward(x)` would be: on flex devices (feature
-//! `flex`) they run through these kernels with hand-written backward passes, everywhere else
-//! through Burn's own ops. [`fast_calls_by_op`] counts the calls that took the kernels. The
-//! slice-level functions below are usable on their own.
+//! In a Burn model, call [`conv2d`], [`batch_norm`] (or [`batch_norm_relu`] where a ReLU
+//! follows) and [`max_pool2d`] where `conv.forward(x)`, `bn.forward(x)` (`relu(…)`) and
+//! `pool.forward(x)` would be: on flex devices (feature `flex`) they run through these kernels
+//! with hand-written backward passes, everywhere else through Burn's own ops.
+//! [`fast_calls_by_op`] counts the calls that took the kernels. The slice-level functions
+//! below are usable on their own.
 //!
-//! All three ops are im2col + GEMM (`gemm` 0.19, which picks AVX-512 / AVX2 / scalar kernels
+//! - BatchNorm: per channel plane, one pass for the statistics and one for the normalisation
+//!   (with the ReLU applied in it), and in the backward one pass for the γ and β gradients and
+//!   one for the input gradient, the ReLU's mask read from its saved output in both (no
+//!   channels-first copies, no separate ReLU pass). Inference normalises with the running
+//!   statistics in one pass.
+//! - Max pooling: see [`max_pool2d_forward`].
+//!
+//! The convolution is im2col + GEMM (`gemm` 0.19, which picks AVX-512 / AVX2 / scalar kernels
 //! at run time) over chunks of output pixels: one image, a band of output rows of one image,
 //! or several small images, sized so the per-thread im2col scratch stays within ~1 MiB (large
 //! `Cin*KH*KW` is additionally split into input-channel blocks that accumulate). Chunks run in
@@ -44,7 +53,7 @@ mod tests;
 pub use burn_conv::{
     FastCalls, FastConvBackend, conv2d, fast_calls, fast_calls_by_op, fast_path_compiled,
 };
-pub use burn_norm::{FastNormBackend, batch_norm};
+pub use burn_norm::{FastNormBackend, batch_norm, batch_norm_relu};
 pub use burn_pool::{FastPoolBackend, max_pool2d};
 use im2col::Geom;
 pub use pool::{PoolShape, max_pool2d_backward, max_pool2d_forward};

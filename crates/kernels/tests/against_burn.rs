@@ -207,14 +207,26 @@ fn other_convolutions_take_burns_path() {
     }
 }
 
-/// `triplet_kernels::batch_norm` in training against Burn's `BatchNorm::forward`: output,
-/// running statistics, and the input, γ and β gradients, on odd shapes.
+/// `triplet_kernels::batch_norm` and `batch_norm_relu` in training against Burn's
+/// `BatchNorm::forward` (and `relu` after it): output, running statistics, and the input, γ and
+/// β gradients, on odd shapes (β about 0, so the ReLU cuts about half of each plane).
 #[test]
 fn batch_norm_matches_burns() {
     use burn::nn::BatchNormConfig;
+    use burn::tensor::activation::relu;
     let device = Device::flex().autodiff();
     device.seed(3);
-    for [n, c, h, w] in [[1, 3, 5, 7], [4, 8, 1, 1], [3, 16, 14, 14], [5, 2, 9, 4]] {
+    for ([n, c, h, w], fused) in [
+        ([1, 3, 5, 7], false),
+        ([4, 8, 1, 1], false),
+        ([3, 16, 14, 14], false),
+        ([5, 2, 9, 4], false),
+        ([1, 3, 5, 7], true),
+        ([4, 8, 1, 1], true),
+        ([3, 16, 14, 14], true),
+        ([5, 2, 9, 4], true),
+        ([2, 5, 33, 1], true),
+    ] {
         let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.5, 2.0), &device);
         let r = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
         let gamma = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.3), &device);
@@ -225,10 +237,11 @@ fn batch_norm_matches_burns() {
             bn.gamma = Param::from_tensor(gamma.clone());
             bn.beta = Param::from_tensor(beta.clone());
             let x = x.clone().require_grad();
-            let y = if fast {
-                triplet_kernels::batch_norm(&bn, x.clone())
-            } else {
-                bn.forward(x.clone())
+            let y = match (fast, fused) {
+                (true, false) => triplet_kernels::batch_norm(&bn, x.clone()),
+                (true, true) => triplet_kernels::batch_norm_relu(&bn, x.clone()),
+                (false, false) => bn.forward(x.clone()),
+                (false, true) => relu(bn.forward(x.clone())),
             };
             let grads = (y.clone() * r.clone()).sum().backward();
             results.push([
@@ -252,8 +265,49 @@ fn batch_norm_matches_burns() {
         .enumerate()
         {
             let e = rel_err(&results[0][i], &results[1][i]);
-            assert!(e < 1e-4, "{n}×{c}×{h}×{w} {what}: relative error {e}");
+            assert!(
+                e < 1e-4,
+                "{n}×{c}×{h}×{w} relu {fused} {what}: relative error {e}"
+            );
         }
+        if fused {
+            let zeros = results[0][0].iter().filter(|v| **v == 0.0).count();
+            assert!(
+                zeros > 0 && zeros < results[0][0].len(),
+                "the ReLU cuts some"
+            );
+        }
+    }
+}
+
+/// `batch_norm_relu`'s fused ReLU keeps a NaN as Burn's does (a `max` would turn it into 0),
+/// in inference and in training, and its backward lets the gradient through where Burn's
+/// `relu_backward` does; the calls are counted.
+#[test]
+fn batch_norm_relu_keeps_nan_and_takes_the_fused_path() {
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::activation::relu;
+    for device in [Device::flex(), Device::flex().autodiff()] {
+        let bn = BatchNormConfig::new(2).init(&device);
+        let mut v: Vec<f32> = (0..2 * 2 * 3 * 3)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        v[4] = f32::NAN;
+        let x = Tensor::<4>::from_data(TensorData::new(v, [2, 2, 3, 3]), &device);
+        let before = triplet_kernels::fast_calls_by_op();
+        let got = values(triplet_kernels::batch_norm_relu(&bn, x.clone()));
+        let after = triplet_kernels::fast_calls_by_op();
+        assert_eq!(after.batch_norm_relus, before.batch_norm_relus + 1);
+        assert_eq!(after.batch_norms, before.batch_norms + 1);
+        let want = values(relu(bn.forward(x)));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // Training normalises with the batch's statistics, rounded otherwise than Burn's.
+            assert!(
+                (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{i}: {g} vs {w} on {device:?}"
+            );
+        }
+        assert!(got[4].is_nan());
     }
 }
 

@@ -35,7 +35,7 @@ fn layers(
     model: &triplet_model::EmbeddingModel,
     backbone: BackboneKind,
 ) -> triplet_kernels::FastCalls {
-    struct Count(triplet_kernels::FastCalls, Vec<String>);
+    struct Count(triplet_kernels::FastCalls, Vec<String>, String);
     impl ModuleVisitor for Count {
         fn enter_module(&mut self, name: &str, container_type: &str) {
             if container_type.ends_with("BatchNorm")
@@ -43,6 +43,25 @@ fn layers(
                 && !self.1.iter().any(|m| m == "head")
             {
                 self.0.batch_norms += 1;
+                // A ReLU follows every BatchNorm but a residual block's last (`bn2` of a
+                // basic block, `bn3` of a bottleneck: the sum with the shortcut comes first)
+                // and the shortcut's own.
+                let norm = self.1.last().map_or("", String::as_str);
+                let fused = match self.2.as_str() {
+                    "Basic" => norm == "bn1",
+                    "Bottleneck" => norm == "bn1" || norm == "bn2",
+                    _ => norm == "bn" || norm == "bn1",
+                };
+                self.0.batch_norm_relus +=
+                    u64::from(fused && !self.1.iter().any(|m| m == "downsample"));
+            }
+            if container_type.ends_with("BasicBlock") || container_type.ends_with("Bottleneck") {
+                self.2 = if container_type.ends_with("Bottleneck") {
+                    "Bottleneck"
+                } else {
+                    "Basic"
+                }
+                .into();
             }
             self.1.push(name.to_owned());
         }
@@ -53,7 +72,7 @@ fn layers(
             self.0.convolutions += u64::from(D == 4);
         }
     }
-    let mut count = Count(Default::default(), Vec::new());
+    let mut count = Count(Default::default(), Vec::new(), String::new());
     model.visit(&mut count);
     count.0.max_pools = if backbone == BackboneKind::SmallCnn {
         2
@@ -84,7 +103,10 @@ fn shipped_models_take_the_fast_kernels_on_flex() {
             let model = config.model(channels).init(&device);
             let want = layers(&model, config.model.backbone);
             assert!(
-                want.convolutions > 0 && want.batch_norms > 0 && want.max_pools > 0,
+                want.convolutions > 0
+                    && want.batch_norms > 0
+                    && want.batch_norm_relus > 0
+                    && want.max_pools > 0,
                 "{name}: {want:?}"
             );
             let x = Tensor::<4>::zeros([2, channels, size, size], &device);
@@ -94,6 +116,7 @@ fn shipped_models_take_the_fast_kernels_on_flex() {
             let got = triplet_kernels::FastCalls {
                 convolutions: after.convolutions - before.convolutions,
                 batch_norms: after.batch_norms - before.batch_norms,
+                batch_norm_relus: after.batch_norm_relus - before.batch_norm_relus,
                 max_pools: after.max_pools - before.max_pools,
             };
             assert_eq!(

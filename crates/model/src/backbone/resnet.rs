@@ -14,7 +14,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use triplet_kernels::{batch_norm, conv2d, max_pool2d};
+use triplet_kernels::{batch_norm, batch_norm_relu, conv2d, max_pool2d};
 
 /// Configuration of a [`ResNet`]. Build with [`ResNetConfig::new`] from the depth.
 #[derive(Config, Debug)]
@@ -179,7 +179,7 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
-        let out = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+        let out = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x));
         let out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
         relu(out + identity)
     }
@@ -218,8 +218,8 @@ impl Bottleneck {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = shortcut(&self.downsample, &x);
-        let out = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
-        let out = relu(batch_norm(&self.bn2, conv2d(&self.conv2, out)));
+        let out = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x));
+        let out = batch_norm_relu(&self.bn2, conv2d(&self.conv2, out));
         let out = batch_norm(&self.bn3, conv2d(&self.conv3, out));
         relu(out + identity)
     }
@@ -283,7 +283,7 @@ impl ResNet {
     /// - output: `[batch, 512 or 2048, ⌈height / 32⌉, ⌈width / 32⌉]` (torchvision's
     ///   arithmetic; any size from 1×1 works)
     pub fn forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let x = relu(batch_norm(&self.bn1, conv2d(&self.conv1, images)));
+        let x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, images));
         let mut x = max_pool2d(&self.maxpool, x);
         for block in self
             .layer1

@@ -8,8 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
-use triplet_kernels::{batch_norm, conv2d, max_pool2d};
+use triplet_kernels::{batch_norm_relu, conv2d, max_pool2d};
 
 /// Configuration of [`SmallCnn`].
 #[derive(Config, Debug)]
@@ -52,7 +51,7 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(batch_norm(&self.bn, conv2d(&self.conv, x)))
+        batch_norm_relu(&self.bn, conv2d(&self.conv, x))
     }
 }
 
