@@ -223,8 +223,9 @@ impl CrossBatchMemory {
         let label_bank = self
             .labels
             .take()
-            .unwrap_or_else(|| Tensor::zeros([self.capacity], &labels.device()));
-        // The batch's labels in the bank's integer type (the first batch's, or the device's).
+            .unwrap_or_else(|| Tensor::zeros([self.capacity], (&labels.device(), labels.dtype())));
+        // The batch's labels in the bank's integer type: the first batch's (or, restored,
+        // the device's, `i64` where a label does not fit `i32`).
         let labels = if labels.dtype() == label_bank.dtype() {
             labels
         } else {
@@ -296,9 +297,15 @@ impl CrossBatchMemory {
             }
         });
         let labels = (len > 0).then(|| {
+            let wide = labels.iter().any(|&l| i32::try_from(l).is_err());
             let mut padded = labels;
             padded.resize(capacity, 0);
-            Tensor::<1, Int>::from_data(TensorData::new(padded, [capacity]), device)
+            let data = TensorData::new(padded, [capacity]);
+            if wide {
+                Tensor::<1, Int>::from_data(data, (device, burn::tensor::DType::I64))
+            } else {
+                Tensor::<1, Int>::from_data(data, device)
+            }
         });
         Ok(Self {
             capacity,

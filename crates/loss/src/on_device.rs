@@ -120,8 +120,13 @@ impl TripletLoss {
         );
         let mined = cube::triplet_weights(detached.clone(), labels, rule);
         let loss_sum = mined.losses.sum();
-        let linear = (mined.weights.clone() * detached.clone()).sum();
-        let raw = (dist * mined.weights).sum() + (loss_sum - linear);
+        // Entries in no triplet masked, not multiplied by their 0 weight: a non-finite
+        // distance outside every triplet must not make the loss NaN (0 · NaN is NaN), as the
+        // host's gathered triplets never see it.
+        let outside = mined.weights.clone().equal_elem(0.0);
+        let linear =
+            (detached.clone().mask_fill(outside.clone(), 0.0) * mined.weights.clone()).sum();
+        let raw = (dist.mask_fill(outside, 0.0) * mined.weights).sum() + (loss_sum - linear);
         let loss = match self.reduction {
             crate::Reduction::Sum => raw,
             crate::Reduction::MeanActive => raw / mined.active.clone().float().sum().clamp_min(1.0),

@@ -255,6 +255,41 @@ fn cross_batch_memory_keeps_the_newest_rows_in_slot_order() {
     assert!(memory.is_empty());
 }
 
+/// `i64` labels beyond `i32` (on flex, whose integers default to `i32`) stay whole in the
+/// memory: its label bank takes the batch's type, and a restored bank widens to `i64` where a
+/// label needs it, so two labels that agree only in their low 32 bits never mine as one class.
+#[test]
+fn cross_batch_memory_keeps_wide_labels_whole() {
+    use burn::tensor::DType;
+    let device = Device::flex();
+    let loss = TripletLossConfig::new()
+        .with_mining(Mining::All)
+        .with_reduction(Reduction::Sum)
+        .init();
+    let wide = 1i64 << 40;
+    let labels = |v: [i64; 2]| {
+        Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [2]), (&device, DType::I64))
+    };
+    let x = Tensor::<2>::from_data([[0.0, 0.0], [0.0, 1.0]], &device);
+    let mut memory = CrossBatchMemoryConfig::new().with_memory_size(4).init();
+    memory.forward_with_stats(&loss, x.clone(), labels([wide + 1, 1]));
+    // Each anchor has one positive (its label's earlier slot) and two negatives; cut to
+    // i32, 2^40 + 1 would be 1, and no slot would be a negative.
+    let out = memory.forward_with_stats(&loss, x.clone(), labels([wide + 1, 1]));
+    assert_eq!(
+        out.stats.triplets,
+        2 * 2,
+        "two classes of two, each with 2 negatives"
+    );
+    let state = memory.state();
+    assert_eq!(state.labels, [wide + 1, 1, wide + 1, 1]);
+    let mut restored = CrossBatchMemory::from_state(state.clone(), &device).unwrap();
+    assert_eq!(restored.state(), state);
+    let again = restored.forward_with_stats(&loss, x, labels([wide + 1, 1]));
+    assert_eq!(again.stats.triplets, out.stats.triplets);
+    assert_eq!(restored.state().labels, [wide + 1, 1, wide + 1, 1]);
+}
+
 #[test]
 #[should_panic(expected = "a batch of 3 is larger than the cross-batch memory of 2")]
 fn a_batch_larger_than_the_memory_is_refused() {

@@ -179,9 +179,19 @@ impl Trainer<'_> {
                 // once the optimiser step is queued. A non-finite loss has then reached the
                 // weights in memory, but never a checkpoint: the run stops here.
                 let (value, s) = pending.read();
-                if !value.is_finite() {
+                // A NaN embedding can leave the loss finite (a miner keeps no triplet of it):
+                // its distances, counted by the statistics, stop the run too.
+                if !value.is_finite() || !s.is_finite() {
+                    let what = if value.is_finite() {
+                        format!(
+                            "the embeddings became NaN or infinite ({} distances)",
+                            s.non_finite
+                        )
+                    } else {
+                        format!("the loss became {value}")
+                    };
                     bail!(
-                        "the loss became {value} at step {} (epoch {}); nothing was saved from this \
+                        "{what} at step {} (epoch {}); nothing was saved from this \
                          step, the last good checkpoint is in {}. Lower optimizer.lr or set \
                          optimizer.grad_clip_norm, and check the input normalisation",
                         self.state.step + 1,
