@@ -708,20 +708,18 @@ fn norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         }
     };
     let apply = |x: Tensor<4>, stats: Tensor<2>| {
-        let args = (
+        let op = if relu {
+            <Dispatch as FastNormBackend>::fast_bn_relu_apply
+        } else {
+            <Dispatch as FastNormBackend>::fast_bn_apply
+        };
+        Tensor::<4>::from_dispatch(op(
             x.into_dispatch(),
             bn.gamma.val().into_dispatch(),
             bn.beta.val().into_dispatch(),
             stats.into_dispatch(),
             bn.epsilon,
-        );
-        Tensor::<4>::from_dispatch(if relu {
-            <Dispatch as FastNormBackend>::fast_bn_relu_apply(
-                args.0, args.1, args.2, args.3, args.4,
-            )
-        } else {
-            <Dispatch as FastNormBackend>::fast_bn_apply(args.0, args.1, args.2, args.3, args.4)
-        })
+        ))
     };
     let device = x.device();
     let on_flex = super::burn_conv::on_flex(&device);

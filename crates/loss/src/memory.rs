@@ -225,12 +225,9 @@ impl CrossBatchMemory {
             .take()
             .unwrap_or_else(|| Tensor::zeros([self.capacity], (&labels.device(), labels.dtype())));
         // The batch's labels in the bank's integer type: the first batch's (or, restored,
-        // the device's, `i64` where a label does not fit `i32`).
-        let labels = if labels.dtype() == label_bank.dtype() {
-            labels
-        } else {
-            labels.cast(burn::tensor::IntDType::from(label_bank.dtype()))
-        };
+        // the device's, `i64` where a label does not fit `i32`); `cast` keeps a tensor of
+        // that type as it is.
+        let labels = labels.cast(burn::tensor::IntDType::from(label_bank.dtype()));
         let mut label_bank = label_bank.slice_assign(
             self.next..self.next + first,
             labels.clone().narrow(0, 0, first),

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use super::TripletLoss;
 use crate::Mining;
 use crate::mining::cube::{self, DeviceLabels, WeightRule};
+use crate::mining::non_finite;
 use crate::output::PendingStats;
 
 impl TripletLoss {
@@ -152,9 +153,4 @@ impl TripletLoss {
         });
         (loss, stats)
     }
-}
-
-/// The number of non-finite entries of `dist`, `[1]`.
-fn non_finite(dist: Tensor<2>) -> Tensor<1> {
-    dist.is_finite().bool_not().float().sum()
 }

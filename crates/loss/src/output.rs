@@ -156,8 +156,7 @@ impl PendingStats {
                 read = read.register(sums.clone());
             }
         }
-        let ready = matches!(self.0, Pending::Ready(_));
-        let data = if has_loss || !ready {
+        let data = if has_loss || !self.is_ready() {
             read.execute()
         } else {
             Vec::new()

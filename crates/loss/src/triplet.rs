@@ -430,7 +430,7 @@ impl TripletLoss {
         let dist = self
             .distance
             .pairwise(queries.clone().detach(), refs.clone().detach());
-        let non_finite = want_stats.then(|| dist.clone().is_finite().bool_not().float().sum());
+        let non_finite = want_stats.then(|| crate::mining::non_finite(dist.clone()));
         let mined = device::hard(dist, labels, against);
         let positives = refs.clone().select(0, mined.positive);
         let negatives = refs.select(0, mined.negative);

@@ -521,13 +521,8 @@ impl DeviceLabels {
             DType::I64 => IntDType::I64,
             _ => IntDType::I32,
         };
-        let to = |t: Tensor<1, Int>| {
-            if t.dtype() == DType::from(dtype) {
-                t
-            } else {
-                t.cast(dtype)
-            }
-        };
+        // `cast` returns a tensor already of `dtype` as it is.
+        let to = |t: Tensor<1, Int>| t.cast(dtype);
         Self {
             labels: to(labels),
             ref_labels: to(ref_labels),

@@ -37,11 +37,8 @@ pub(crate) fn hard(
             Tensor::<2, Bool>::diag_mask([b, b], 0, &device),
         ),
         Some((ref_labels, own)) => {
-            let ref_labels = if ref_labels.dtype() == labels.dtype() {
-                ref_labels
-            } else {
-                ref_labels.cast(burn::tensor::IntDType::from(labels.dtype()))
-            };
+            // A no-op where the types agree (`cast` returns the tensor as it is).
+            let ref_labels = ref_labels.cast(burn::tensor::IntDType::from(labels.dtype()));
             let columns = Tensor::<1, Int>::arange(0..m as i64, &device)
                 .cast(burn::tensor::IntDType::from(own.dtype()))
                 .reshape([1, m])

@@ -125,14 +125,7 @@ pub fn mine_with_margin(
 #[cfg(feature = "cube")]
 fn semi_hard_on_cube(dist: Tensor<2>, labels: Tensor<1, Int>) -> host::IndexTriplets {
     let rows = batch_size(&dist, &labels);
-    let bad: f64 = dist
-        .clone()
-        .detach()
-        .is_finite()
-        .bool_not()
-        .float()
-        .sum()
-        .into_scalar();
+    let bad: f64 = non_finite(dist.clone().detach()).into_scalar();
     refuse_non_finite(bad as u64);
     let negatives = cube::semi_hard_negatives(dist, &cube::DeviceLabels::in_batch(labels));
     cube::table_triplets(&read_ints(negatives.reshape([rows * rows])), rows)
@@ -143,6 +136,11 @@ fn semi_hard_on_cube(dist: Tensor<2>, labels: Tensor<1, Int>) -> host::IndexTrip
 #[cfg(feature = "cube")]
 pub(crate) fn mines_on_cube(device: &Device) -> bool {
     cube::is_cube(device)
+}
+
+/// The number of NaN or infinite entries of `dist`, `[1]`, left on its device.
+pub(crate) fn non_finite(dist: Tensor<2>) -> Tensor<1> {
+    dist.is_finite().bool_not().float().sum()
 }
 
 /// The public miners' refusal of a distance matrix with NaN or infinite entries.
