@@ -1,6 +1,7 @@
 //! The forward convolution engine on a [`Geom`] (safe code; GEMMs via [`crate::matmul`]); the
 //! two backward engines are in [`crate::conv_backward`].
 
+use crate::direct::{self, ConvAlgo};
 use crate::im2col::{Chunk, Geom, choose_tile, im2col, plan_pixels, split_even, with_scratch};
 use crate::matmul::{MatMut, MatRef, matmul};
 use rayon::prelude::*;
@@ -74,6 +75,10 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
         for (plane, co) in out.chunks_mut(g.ohw()).zip((0..g.cout).cycle()) {
             plane.fill(bias.map_or(0.0, |b| b[co]));
         }
+        return;
+    }
+    if ConvAlgo::choose(g) == ConvAlgo::Direct {
+        direct::forward(g, x, w, bias, out);
         return;
     }
     let threads = rayon::current_num_threads();

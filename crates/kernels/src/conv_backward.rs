@@ -2,6 +2,7 @@
 //! gradient (safe code; GEMMs via [`crate::matmul`]); the forward engine is in [`crate::conv`].
 
 use crate::conv::{forward, min_chunks};
+use crate::direct::{self, ConvAlgo};
 use crate::im2col::{
     Chunk, Geom, choose_tile, col2im, im2col, plan_pixels, split_even, with_scratch,
 };
@@ -9,7 +10,7 @@ use crate::matmul::{MatMut, MatRef, matmul};
 use rayon::prelude::*;
 
 /// `dst[c * rows + r] = src[r * cols + c]` for a row-major `[rows, cols]` `src`, in 16x16 tiles.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const T: usize = 16;
     assert!(src.len() == rows * cols && dst.len() == rows * cols);
     for r0 in (0..rows).step_by(T) {
@@ -127,7 +128,24 @@ pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let col2im_traffic = 4.0 * cin * kkf * pixels;
     let col2im_better = g.cin < 6 || col2im_traffic < flip_traffic;
     let col2im_parallel = g.n >= threads || g.cin >= threads;
-    if g.sh == 1 && g.sw == 1 && !(col2im_better && col2im_parallel) {
+    let gf = Geom {
+        n: g.n,
+        cin: g.cout,
+        cout: g.cin,
+        h: g.oh,
+        w: g.ow,
+        kh: g.kh,
+        kw: g.kw,
+        sh: 1,
+        sw: 1,
+        ph: g.kh as isize - 1 - g.ph,
+        pw: g.kw as isize - 1 - g.pw,
+        oh: g.h,
+        ow: g.w,
+    };
+    // The direct kernels read dy in place (no im2col): always better than col2im.
+    let flip_direct = g.sh == 1 && g.sw == 1 && ConvAlgo::choose(&gf) == ConvAlgo::Direct;
+    if flip_direct || (g.sh == 1 && g.sw == 1 && !(col2im_better && col2im_parallel)) {
         // dx = conv(dy, W') with W'[ci, co, kh, kw] = W[co, ci, KH-1-kh, KW-1-kw], stride 1,
         // padding K-1-p (negative padding crops): no scatter-add.
         let mut wf = vec![0f32; w.len()];
@@ -139,21 +157,6 @@ pub(crate) fn backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
                     reverse_into(d, &w[(co * g.cin + ci) * kk..][..kk]);
                 }
             });
-        let gf = Geom {
-            n: g.n,
-            cin: g.cout,
-            cout: g.cin,
-            h: g.oh,
-            w: g.ow,
-            kh: g.kh,
-            kw: g.kw,
-            sh: 1,
-            sw: 1,
-            ph: g.kh as isize - 1 - g.ph,
-            pw: g.kw as isize - 1 - g.pw,
-            oh: g.h,
-            ow: g.w,
-        };
         forward(&gf, dy, &wf, None, dx);
         return;
     }
@@ -283,6 +286,10 @@ pub(crate) fn backward_weight(
                     .sum::<f64>() as f32;
             }
         }
+        return;
+    }
+    if ConvAlgo::choose(g) == ConvAlgo::Direct {
+        direct::backward_weight(g, x, dy, dw, db);
         return;
     }
     let threads = rayon::current_num_threads();

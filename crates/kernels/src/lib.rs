@@ -43,6 +43,8 @@ mod burn_norm;
 mod burn_pool;
 mod conv;
 mod conv_backward;
+#[allow(unsafe_code)]
+mod direct;
 mod im2col;
 #[allow(unsafe_code)]
 pub mod matmul;

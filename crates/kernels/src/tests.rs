@@ -436,3 +436,72 @@ fn fuzz_many_shapes() {
     }
     println!("fuzz: 900 cases, max rel error [y, dx, dw, db] = {worst:?}");
 }
+
+/// The direct kernels and im2col + GEMM, each forced, against the f64 reference on the shapes
+/// the direct kernels take (Cout a multiple of 8, Cin·KH·KW >= 64, stride 1), with odd sizes,
+/// batch 1 and batches that leave a short last image group, on 1-3 threads.
+#[test]
+fn direct_and_im2col_engines_match_reference() {
+    use crate::direct::{ConvAlgo, TEST_ALGO};
+    let cases = [
+        shape(1, 8, 8, 1, 1, [3, 3], [1, 1], [1, 1]),
+        shape(2, 8, 16, 4, 4, [3, 3], [1, 1], [1, 1]),
+        shape(5, 13, 24, 7, 7, [3, 3], [1, 1], [1, 1]),
+        shape(17, 32, 32, 7, 7, [3, 3], [1, 1], [1, 1]), // image groups of 3 + a short one
+        shape(3, 16, 40, 9, 8, [3, 3], [1, 1], [0, 0]),
+        shape(2, 3, 16, 11, 6, [5, 5], [1, 1], [2, 2]),
+        shape(2, 24, 8, 6, 13, [1, 3], [1, 1], [0, 1]),
+        shape(2, 16, 16, 9, 8, [2, 2], [1, 1], [2, 3]), // dX's flipped padding < 0: im2col
+        shape(1, 32, 64, 28, 28, [3, 3], [1, 1], [1, 1]),
+        shape(3, 64, 8, 14, 14, [3, 3], [1, 1], [1, 1]),
+        shape(2, 72, 16, 5, 3, [1, 1], [1, 1], [0, 0]),
+    ];
+    for threads in [1usize, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for algo in [ConvAlgo::Direct, ConvAlgo::Im2colGemm] {
+            for (j, s) in cases.iter().enumerate() {
+                let e = pool.install(|| {
+                    TEST_ALGO.set(Some(algo));
+                    let e = check(s, 500 + j as u64);
+                    TEST_ALGO.set(None);
+                    e
+                });
+                assert_ok(s, e);
+            }
+        }
+    }
+}
+
+/// Where the CPU has AVX2 + FMA and no AVX-512 (and `TRIPLET_CONV_ALGO` is unset), every
+/// 3×3 convolution of the reference CNN but its first (Cin = 1) takes the direct kernels, in
+/// all three passes (the input gradient as the flipped forward).
+#[test]
+fn the_reference_cnn_takes_the_direct_kernels_where_the_cpu_has_them() {
+    use crate::direct::ConvAlgo;
+    let avx2 = cfg!(target_arch = "x86_64") && {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && !is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    };
+    if !avx2 || std::env::var_os("TRIPLET_CONV_ALGO").is_some() {
+        println!("no AVX2-only CPU or TRIPLET_CONV_ALGO set: nothing to check");
+        return;
+    }
+    for (ci, co, hw) in [(32, 32, 28), (32, 64, 14), (64, 64, 14), (64, 128, 7)] {
+        let s = shape(128, ci, co, hw, hw, [3, 3], [1, 1], [1, 1]);
+        let g = s.geom("test");
+        assert_eq!(ConvAlgo::choose(&g), ConvAlgo::Direct, "{s:?}");
+        let flipped = shape(128, co, ci, hw, hw, [3, 3], [1, 1], [1, 1]).geom("test");
+        assert_eq!(ConvAlgo::choose(&flipped), ConvAlgo::Direct, "{s:?} dX");
+    }
+    let first = shape(128, 1, 32, 28, 28, [3, 3], [1, 1], [1, 1]).geom("test");
+    assert_eq!(ConvAlgo::choose(&first), ConvAlgo::Im2colGemm);
+}
