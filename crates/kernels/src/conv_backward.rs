@@ -55,7 +55,7 @@ fn reverse_into(d: &mut [f32], s: &[f32]) {
 }
 
 /// Sum with 16 independent lanes (vectorisable, no bounds checks in the loop).
-fn sum_f32(v: &[f32]) -> f32 {
+pub(crate) fn sum_f32(v: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let mut it = v.chunks_exact(16);
     for c in &mut it {

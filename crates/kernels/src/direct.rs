@@ -21,7 +21,7 @@
 
 #![allow(unsafe_code)]
 
-use crate::conv_backward::transpose;
+use crate::conv_backward::{sum_f32, transpose};
 use crate::im2col::{Geom, split_even};
 use rayon::prelude::*;
 
@@ -392,12 +392,7 @@ pub(crate) fn backward_weight(
     if let Some(db) = db {
         db.par_iter_mut().enumerate().for_each(|(co, d)| {
             *d = (0..g.n)
-                .map(|n| {
-                    dy[(n * g.cout + co) * ohw..][..ohw]
-                        .iter()
-                        .map(|&v| v as f64)
-                        .sum::<f64>()
-                })
+                .map(|n| sum_f32(&dy[(n * g.cout + co) * ohw..][..ohw]) as f64)
                 .sum::<f64>() as f32;
         });
     }
@@ -526,8 +521,8 @@ unsafe fn fwd8x6(
             for &o in offs {
                 let w0 = _mm256_loadu_ps(w);
                 w = w.add(8);
-                for k in 0..6 {
-                    a[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*p[k].add(o)), w0, a[k]);
+                for (acc, pk) in a.iter_mut().zip(&p) {
+                    *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*pk.add(o)), w0, *acc);
                 }
             }
             for q in p.iter_mut() {
@@ -596,8 +591,8 @@ unsafe fn dw8x6(
         for &q in qs {
             let d0 = _mm256_loadu_ps(dy);
             dy = dy.add(cout);
-            for k in 0..6 {
-                a[k] = _mm256_fmadd_ps(_mm256_broadcast_ss(&*p[k].add(q)), d0, a[k]);
+            for (acc, pk) in a.iter_mut().zip(&p) {
+                *acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&*pk.add(q)), d0, *acc);
             }
         }
         for (t, v) in tile.iter_mut().zip(a) {

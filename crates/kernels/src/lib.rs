@@ -16,8 +16,21 @@
 //!   statistics in one pass.
 //! - Max pooling: see [`max_pool2d_forward`].
 //!
-//! The convolution is im2col + GEMM (`gemm` 0.19, which picks AVX-512 / AVX2 / scalar kernels
-//! at run time) over chunks of output pixels: one image, a band of output rows of one image,
+//! Each convolution pass picks its engine once, from the geometry and the CPU:
+//!
+//! - **Direct** (x86-64 with AVX2 + FMA and no AVX-512; stride 1, padding ≥ 0, Cout a multiple
+//!   of 8, Cin·KH·KW ≥ 64: every 3×3 layer of the reference CNN but the first, the ResNets'
+//!   stride-1 3×3 layers): no im2col. A group of images is copied once into zero-padded
+//!   planes and register tiles of 6 output pixels × 16 output channels accumulate every
+//!   (input channel, tap) product — the forward, the stride-1 input gradient (as the forward of
+//!   dy with the flipped kernel) and the weight gradient (tiles of 6 (channel, tap) pairs × 16
+//!   output channels, reduced over pixels in the registers). See `direct.rs`.
+//! - **im2col + GEMM** (everything else, and everywhere with `TRIPLET_CONV_ALGO=im2col`, the
+//!   portable path; `TRIPLET_CONV_ALGO=direct` takes the direct kernels also on AVX-512 CPUs,
+//!   where the automatic choice keeps gemm's 512-bit kernels until measured there), below.
+//!
+//! im2col + GEMM (`gemm` 0.19, which picks AVX-512 / AVX2 / scalar kernels at run time) works
+//! over chunks of output pixels: one image, a band of output rows of one image,
 //! or several small images, sized so the per-thread im2col scratch stays within ~1 MiB (large
 //! `Cin*KH*KW` is additionally split into input-channel blocks that accumulate). Chunks run in
 //! parallel on rayon's current pool (so `RAYON_NUM_THREADS` / `ThreadPool::install` apply),

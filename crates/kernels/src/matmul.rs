@@ -1,6 +1,6 @@
 //! Safe, bounds-checked wrapper around `gemm::gemm` (f32).
 //!
-//! This is the only module of the crate that contains `unsafe` code.
+//! One of the two modules of the crate with `unsafe` code (the other: `direct`, its AVX2 kernels).
 
 use gemm::Parallelism;
 

@@ -505,3 +505,30 @@ fn the_reference_cnn_takes_the_direct_kernels_where_the_cpu_has_them() {
     let first = shape(128, 1, 32, 28, 28, [3, 3], [1, 1], [1, 1]).geom("test");
     assert_eq!(ConvAlgo::choose(&first), ConvAlgo::Im2colGemm);
 }
+
+/// A NaN in the input reaches every output it touches through the direct kernels (FMA keeps
+/// it; the padding is zeros, not the input's neighbours), and nothing else.
+#[test]
+fn direct_forward_keeps_a_nan_where_it_reads_it() {
+    use crate::direct::{ConvAlgo, TEST_ALGO};
+    let s = shape(2, 8, 16, 5, 6, [3, 3], [1, 1], [1, 1]);
+    let mut rng = Rng(9);
+    let mut x = rng.vec(s.input_len());
+    let w = rng.vec(s.weight_len());
+    // image 1, channel 3, pixel (2, 0)
+    x[(8 + 3) * 30 + 2 * 6] = f32::NAN;
+    let mut y = vec![0.0; s.output_len()];
+    TEST_ALGO.set(Some(ConvAlgo::Direct));
+    conv2d_forward(&s, &x, &w, None, &mut y);
+    TEST_ALGO.set(None);
+    for (i, v) in y.iter().enumerate() {
+        let (img, pix) = (i / (16 * 30), i % 30);
+        let (r, c) = (pix / 6, pix % 6);
+        let touched = img == 1 && (1..=3).contains(&r) && c <= 1;
+        assert_eq!(
+            v.is_nan(),
+            touched,
+            "output {i} (image {img}, pixel ({r}, {c}))"
+        );
+    }
+}
