@@ -19,8 +19,6 @@
 //! serves enough tiles. The only `unsafe` is in the four `#[target_feature]` micro-kernels and
 //! their calls; the invariant is written beside each call.
 
-#![allow(unsafe_code)]
-
 use crate::conv_backward::{sum_f32, transpose};
 use crate::im2col::{Geom, split_even};
 use rayon::prelude::*;
@@ -100,7 +98,7 @@ fn applies(g: &Geom) -> bool {
         && g.sw == 1
         && g.ph >= 0
         && g.pw >= 0
-        && g.cout % 8 == 0
+        && g.cout.is_multiple_of(8)
         && g.kdim() >= 64
         && g.n * g.ohw() > 0
 }
