@@ -4,7 +4,7 @@
 use crate::conv::{forward, min_chunks};
 use crate::direct::{self, ConvAlgo};
 use crate::im2col::{
-    Chunk, Geom, choose_tile, col2im, im2col, plan_pixels, split_even, with_scratch,
+    Chunk, Geom, channel_pieces, choose_tile, col2im, im2col, plan_pixels, split_even, with_scratch,
 };
 use crate::matmul::{MatMut, MatRef, matmul};
 use rayon::prelude::*;
@@ -189,31 +189,21 @@ fn backward_input_col2im(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         nblocks = nblocks.max(want.div_ceil(groups.len())).min(g.cin);
     }
     let blocks = split_even(g.cin, nblocks);
-    // dx regions: per image, per block
-    let mut regions: Vec<Vec<Option<&mut [f32]>>> = dx
-        .chunks_mut(g.cin * hw)
-        .map(|img| {
-            let mut rest = img;
-            blocks
-                .iter()
-                .map(|&(c0, c1)| {
-                    let (a, b) = std::mem::take(&mut rest).split_at_mut((c1 - c0) * hw);
-                    rest = b;
-                    Some(a)
-                })
-                .collect()
-        })
+    // dx regions: per (image group, channel block)
+    let image_groups: Vec<(usize, usize)> = groups
+        .iter()
+        .map(|&(t0, t1)| (tiles[t0].n0, tiles[t1 - 1].n1))
         .collect();
-    let mut tasks = Vec::with_capacity(groups.len() * blocks.len());
-    for &(t0, t1) in &groups {
-        let (n0, n1) = (tiles[t0].n0, tiles[t1 - 1].n1);
-        for (b, &(c0, c1)) in blocks.iter().enumerate() {
-            let pieces: Vec<&mut [f32]> = (n0..n1)
-                .map(|n| regions[n][b].take().expect("dx region"))
-                .collect();
-            tasks.push((&tiles[t0..t1], c0, c1, pieces));
-        }
-    }
+    let regions = channel_pieces(dx, g.cin * hw, hw, &image_groups, &blocks);
+    let tasks: Vec<_> = groups
+        .iter()
+        .flat_map(|&(t0, t1)| {
+            let tl = &tiles[t0..t1];
+            blocks.iter().map(move |&(c0, c1)| (tl, c0, c1))
+        })
+        .zip(regions)
+        .map(|((tl, c0, c1), pieces)| (tl, c0, c1, pieces))
+        .collect();
     tasks
         .into_par_iter()
         .with_max_len(1)

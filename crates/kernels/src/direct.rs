@@ -20,7 +20,7 @@
 //! their calls; the invariant is written beside each call.
 
 use crate::conv_backward::{sum_f32, transpose};
-use crate::im2col::{Geom, split_even};
+use crate::im2col::{Geom, channel_pieces, split_even};
 use rayon::prelude::*;
 
 /// Which engine computes a convolution pass: chosen once per call from the geometry and the
@@ -239,29 +239,13 @@ pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>, out:
         .into_iter()
         .map(|(a, b)| (blocks[a].0, blocks[b - 1].0 + blocks[b - 1].1))
         .collect();
-    let mut slots: Vec<Vec<Option<&mut [f32]>>> = out
-        .chunks_mut(per_out)
-        .map(|img| {
-            let mut rest = img;
-            co_ranges
-                .iter()
-                .map(|&(c0, c1)| {
-                    let (a, b) = std::mem::take(&mut rest).split_at_mut((c1 - c0) * ohw);
-                    rest = b;
-                    Some(a)
-                })
-                .collect()
-        })
+    let pieces = channel_pieces(out, per_out, ohw, &groups, &co_ranges);
+    let tasks: Vec<_> = groups
+        .iter()
+        .flat_map(|&(n0, n1)| co_ranges.iter().map(move |&r| (n0, n1, r)))
+        .zip(pieces)
+        .map(|((n0, n1, r), dst)| (n0, n1, r, dst))
         .collect();
-    let mut tasks = Vec::with_capacity(groups.len() * co_ranges.len());
-    for &(n0, n1) in &groups {
-        for (ri, &range) in co_ranges.iter().enumerate() {
-            let dst: Vec<&mut [f32]> = (n0..n1)
-                .map(|n| slots[n][ri].take().expect("output slot"))
-                .collect();
-            tasks.push((n0, n1, range, dst));
-        }
-    }
     let (wpk, plan) = (&wpk, &plan);
     let (xq_all, oq_all) = (&xq_all, &oq_all);
     tasks.into_par_iter().with_max_len(1).for_each_init(

@@ -393,6 +393,44 @@ fn col2im_phased(
     PHASE_BUF.with(|b| *b.borrow_mut() = buf);
 }
 
+/// Cuts an NCHW buffer (images of `per_image` floats, channel planes of `plane`) into the
+/// disjoint pieces of (image range, channel range) tasks: for each of `image_groups` (outer)
+/// and each of `channel_ranges` (inner; consecutive, from channel 0), that range's planes of
+/// every image of the group, in image order.
+pub(crate) fn channel_pieces<'a>(
+    buf: &'a mut [f32],
+    per_image: usize,
+    plane: usize,
+    image_groups: &[(usize, usize)],
+    channel_ranges: &[(usize, usize)],
+) -> Vec<Vec<&'a mut [f32]>> {
+    let mut slots: Vec<Vec<Option<&mut [f32]>>> = buf
+        .chunks_mut(per_image)
+        .map(|img| {
+            let mut rest = img;
+            channel_ranges
+                .iter()
+                .map(|&(c0, c1)| {
+                    let (a, b) = std::mem::take(&mut rest).split_at_mut((c1 - c0) * plane);
+                    rest = b;
+                    Some(a)
+                })
+                .collect()
+        })
+        .collect();
+    let mut pieces = Vec::with_capacity(image_groups.len() * channel_ranges.len());
+    for &(n0, n1) in image_groups {
+        for (ri, _) in channel_ranges.iter().enumerate() {
+            pieces.push(
+                (n0..n1)
+                    .map(|n| slots[n][ri].take().expect("each piece taken once"))
+                    .collect(),
+            );
+        }
+    }
+    pieces
+}
+
 thread_local! {
     static PHASE_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
